@@ -1,0 +1,60 @@
+"""What a model family adapter provides.
+
+An adapter names a family's cacheable components (its ``Layout``), hooks them into a ModelPatcher
+clone so that each component call goes through ``CacheRuntime.component``, and counts their MACs.
+Adding a family means adding one module in this package that defines ``ADAPTERS``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+
+from ..costs import CostTable
+from ..schedule import Layout
+
+
+@dataclass(frozen=True)
+class CallTokens:
+    """Token counts of one model call, as the cost model needs them."""
+
+    image: int
+    text: int
+
+
+class FamilyAdapter(ABC):
+    family: ClassVar[str]
+    #: ``(module, class name)`` of the ComfyUI diffusion models this adapter handles.
+    model_classes: ClassVar[tuple[tuple[str, str], ...]]
+    #: ComfyUI model-config class name -> variant name used in schedule files and presets.
+    variants: ClassVar[dict[str, str]] = {}
+
+    def matches(self, diffusion_model: torch.nn.Module) -> bool:
+        cls = type(getattr(diffusion_model, "_orig_mod", diffusion_model))
+        return (cls.__module__, cls.__name__) in self.model_classes
+
+    def variant(self, base_model: Any) -> Optional[str]:
+        config = getattr(base_model, "model_config", None)
+        return self.variants.get(type(config).__name__) if config is not None else None
+
+    @abstractmethod
+    def layout(self, diffusion_model: torch.nn.Module) -> Layout:
+        """The block groups and components of this model instance."""
+
+    @abstractmethod
+    def install(self, patcher: Any, layout: Layout) -> None:
+        """Route every component of ``patcher``'s model through the active runtime (the clone only)."""
+
+    @abstractmethod
+    def tokens(self, diffusion_model: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
+        """Token counts of a call with latent ``x`` and text ``context``."""
+
+    @abstractmethod
+    def costs(self, diffusion_model: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
+        """MACs per batch row for a call with these token counts."""
+
+
+class UnsupportedModelError(ValueError):
+    pass

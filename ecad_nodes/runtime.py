@@ -1,0 +1,285 @@
+"""The caching engine of one sampling run, independent of ComfyUI.
+
+A ``CacheRuntime`` is created when a sampling run starts and dropped when it ends, so nothing
+carries over between runs. It knows the schedule mapped onto the run's steps and decides, per
+component call, whether to compute or to reuse. Family adapters call
+``runtime.component(bit, compute)`` from inside the model; everything else (which step it is, which
+conditioning streams the batch holds, what is cached) lives here.
+
+Caches are kept per conditioning stream (ComfyUI's cond ``uuid``), so cond and uncond may run in
+one batch or in separate calls, and in another grouping at the reusing step than at the computing
+step. A component's output is stored only if the next step reuses it, and dropped as soon as a step
+recomputes it, so the cache holds exactly what the schedule still needs.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterator, Optional, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from .costs import CostTable
+from .schedule import Layout, Mask
+
+T = TypeVar("T")
+
+_ACTIVE: contextvars.ContextVar[Optional["CacheRuntime"]] = contextvars.ContextVar("ecad_active_runtime", default=None)
+
+
+def active_runtime() -> Optional["CacheRuntime"]:
+    """The runtime of the model call in progress on this thread, or None outside ECAD runs."""
+    return _ACTIVE.get()
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """What must stay the same for cached outputs to be reusable."""
+
+    input_shape: tuple[int, ...]    # latent shape without the batch dimension
+    rows_per_stream: int
+    dtype: torch.dtype
+    device: torch.device
+
+
+class _Entry:
+    """One computed output for a batch of streams; rows are split evenly between the streams."""
+
+    __slots__ = ("value", "streams", "nbytes")
+
+    def __init__(self, value: Any, streams: tuple, nbytes: int):
+        self.value, self.streams, self.nbytes = value, streams, nbytes
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(_nbytes(v) for v in value)
+
+
+def _compact(value: Any) -> Any:
+    """A tensor that owns just its own memory: a stored view must not pin the larger tensor it views."""
+    if isinstance(value, torch.Tensor):
+        if value.untyped_storage().nbytes() > value.numel() * value.element_size():
+            return value.clone(memory_format=torch.contiguous_format)
+        return value
+    return type(value)(_compact(v) for v in value)
+
+
+def _rows(value: Any, start: int, stop: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value[start:stop]
+    return type(value)(_rows(v, start, stop) for v in value)
+
+
+def _cat(parts: list) -> Any:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, dim=0)
+    return type(parts[0])(_cat([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
+def _batch_size(value: Any) -> int:
+    return value.shape[0] if isinstance(value, torch.Tensor) else _batch_size(value[0])
+
+
+@dataclass
+class RunReport:
+    """What a finished run did, for logs, tests and benchmarks."""
+
+    layout: Layout
+    steps: int
+    schedule_steps: int
+    schedule_step_of: np.ndarray                 # workflow step -> schedule step
+    planned: np.ndarray                          # (steps, bits) bool: the mask as run (first step forced)
+    computed: dict[Hashable, np.ndarray]         # stream -> (steps, bits) count of computations
+    reused: dict[Hashable, np.ndarray]           # stream -> (steps, bits) count of reuses
+    evaluations: np.ndarray                      # model evaluations per step
+    peak_cache_bytes: int
+    resets: int
+    costs: Optional[CostTable] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def streams(self) -> list[Hashable]:
+        return list(self.computed)
+
+    def compute_fraction(self) -> float:
+        done = sum(int(a.sum()) for a in self.computed.values())
+        total = done + sum(int(a.sum()) for a in self.reused.values())
+        return done / total if total else 1.0
+
+    def mac_speedup_bound(self) -> Optional[float]:
+        """Full MACs over the MACs this run's schedule needs (per stream, first step forced)."""
+        if self.costs is None:
+            return None
+        return self.costs.speedup_bound(Mask(self.layout, self.planned))
+
+    def summary(self) -> str:
+        parts = [f"computed {100 * self.compute_fraction():.1f}% of component calls over {self.steps} steps"]
+        bound = self.mac_speedup_bound()
+        if bound is not None:
+            parts.append(f"{bound:.2f}x fewer MACs")
+        parts.append(f"peak cache {self.peak_cache_bytes / 2**20:.1f} MiB")
+        if self.resets:
+            parts.append(f"{self.resets} cache reset(s) on shape/dtype/device change")
+        return ", ".join(parts)
+
+
+class CacheRuntime:
+    def __init__(self, mask: Mask, sample_sigmas: Optional[Sequence[float]] = None,
+                 schedule_step_of: Optional[np.ndarray] = None, schedule_steps: Optional[int] = None):
+        """``mask`` is already in workflow steps; ``sample_sigmas`` are the run's sigmas (steps + 1)."""
+        mask = mask.with_first_step_computed()
+        self.layout = mask.layout
+        self.compute = mask.bits
+        self.steps = mask.steps
+        nbits = mask.layout.bits_per_step
+        # Keep an output only when the next step reuses it.
+        self.keep = np.zeros_like(self.compute)
+        self.keep[:-1] = ~self.compute[1:]
+        self.sigmas = None if sample_sigmas is None else np.asarray(
+            [float(s) for s in sample_sigmas], dtype=np.float64)
+        self.schedule_step_of = schedule_step_of if schedule_step_of is not None else np.arange(self.steps)
+        self.schedule_steps = schedule_steps or self.steps
+
+        self.step = 0
+        self._callback_step = 0
+        self._entries: list[dict[Hashable, _Entry]] = [dict() for _ in range(nbits)]
+        self._cache_bytes = 0
+        self.peak_cache_bytes = 0
+        self.resets = 0
+        self._shape: Optional[CallShape] = None
+        self._streams: tuple = ()
+        self._computed: dict[Hashable, np.ndarray] = {}
+        self._reused: dict[Hashable, np.ndarray] = {}
+        self.evaluations = np.zeros(self.steps, dtype=np.int64)
+        self.costs: Optional[CostTable] = None
+        self.model: Optional[torch.nn.Module] = None  # the diffusion model being run, for adapters
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------ steps
+
+    def on_step_done(self, step_index: int) -> None:
+        """The sampler finished step ``step_index`` (its per-step callback)."""
+        self._callback_step = max(self._callback_step, step_index + 1)
+
+    def _sigma_floor_step(self, sigma: Optional[float]) -> int:
+        # The last step whose start sigma lies strictly above ``sigma``: a second-order corrector
+        # evaluated at the next step's sigma still belongs to this step.
+        if sigma is None or self.sigmas is None:
+            return 0
+        above = int(np.count_nonzero(self.sigmas > sigma * (1 + 1e-5) + 1e-9))
+        return above - 1
+
+    def begin_evaluation(self, sigma: Optional[float] = None) -> int:
+        """Start one model evaluation (all cond batches of it follow the same step's plan)."""
+        step = max(self._callback_step, self._sigma_floor_step(sigma))
+        step = min(max(step, 0), self.steps - 1)
+        if step != self.step:
+            self._enter_step(step)
+        self.evaluations[step] += 1
+        return step
+
+    def _enter_step(self, step: int) -> None:
+        self.step = step
+        # Whatever this step recomputes is stale now: free it before the new outputs arrive.
+        for bit in np.flatnonzero(self.compute[step]):
+            if self._entries[bit]:
+                self._drop(bit)
+
+    # ------------------------------------------------------------ calls
+
+    @contextlib.contextmanager
+    def call(self, streams: Sequence[Hashable], shape: CallShape) -> Iterator["CacheRuntime"]:
+        """One model call on a batch holding ``shape.rows_per_stream`` rows for each stream in order."""
+        if self._shape is not None and shape != self._shape:
+            self.reset_caches()
+            self.resets += 1
+            self.notes.append(f"step {self.step}: input changed from {self._shape} to {shape}; caches reset")
+        self._shape = shape
+        self._streams = tuple(streams)
+        for s in self._streams:
+            if s not in self._computed:
+                self._computed[s] = np.zeros(self.compute.shape, dtype=np.int32)
+                self._reused[s] = np.zeros(self.compute.shape, dtype=np.int32)
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+    def will_compute(self, bit: int) -> bool:
+        """Whether ``component(bit, ...)`` would compute in the current call."""
+        return bool(self.compute[self.step, bit]) or not all(s in self._entries[bit] for s in self._streams)
+
+    def component(self, bit: int, compute: Callable[[], T]) -> T:
+        """The output of component ``bit`` for the current call: computed or taken from the cache."""
+        step, streams = self.step, self._streams
+        entries = self._entries[bit]
+        if self.compute[step, bit] or not all(s in entries for s in streams):
+            value = compute()
+            if self.keep[step, bit]:
+                self._store(bit, streams, value)
+            for s in streams:
+                self._computed[s][step, bit] += 1
+            return value
+        for s in streams:
+            self._reused[s][step, bit] += 1
+        return self._load(bit, streams)
+
+    # ------------------------------------------------------------ storage
+
+    def _store(self, bit: int, streams: tuple, value: Any) -> None:
+        entries = self._entries[bit]
+        value = _compact(value)
+        entry = _Entry(value, streams, _nbytes(value))
+        for s in streams:
+            old = entries.get(s)
+            entries[s] = entry
+            if old is not None and old is not entry and not any(entries.get(t) is old for t in old.streams):
+                self._cache_bytes -= old.nbytes
+        self._cache_bytes += entry.nbytes
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self._cache_bytes)
+
+    def _load(self, bit: int, streams: tuple) -> Any:
+        entries = self._entries[bit]
+        first = entries[streams[0]]
+        if first.streams == streams and all(entries[s] is first for s in streams):
+            return first.value
+        parts = []
+        for s in streams:
+            e = entries[s]
+            rows = _batch_size(e.value) // len(e.streams)
+            i = e.streams.index(s)
+            parts.append(_rows(e.value, i * rows, (i + 1) * rows))
+        return _cat(parts)
+
+    def _drop(self, bit: int) -> None:
+        unique = {id(e): e for e in self._entries[bit].values()}
+        self._cache_bytes -= sum(e.nbytes for e in unique.values())
+        self._entries[bit].clear()
+
+    def reset_caches(self) -> None:
+        for bit, entries in enumerate(self._entries):
+            if entries:
+                self._drop(bit)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self._cache_bytes
+
+    # ------------------------------------------------------------ end of run
+
+    def report(self) -> RunReport:
+        return RunReport(
+            layout=self.layout, steps=self.steps, schedule_steps=self.schedule_steps,
+            schedule_step_of=self.schedule_step_of, planned=self.compute.copy(),
+            computed=dict(self._computed), reused=dict(self._reused), evaluations=self.evaluations.copy(),
+            peak_cache_bytes=self.peak_cache_bytes, resets=self.resets, costs=self.costs, notes=list(self.notes))
+
+    def close(self) -> RunReport:
+        report = self.report()
+        self.reset_caches()
+        return report
