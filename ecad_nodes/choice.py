@@ -33,6 +33,13 @@ class ScheduleChoice:
         return cls(source, point.name, point=point, schedule=schedule)
 
     @classmethod
+    def of_mask(cls, name: str, mask: Mask, variant: Optional[str] = None) -> "ScheduleChoice":
+        """A one-off schedule (e.g. an optimizer candidate) made for ``mask.steps`` steps."""
+        point = FrontierPoint(name, mask)
+        schedule = ScheduleFile(mask.layout.family, variant, mask.layout, mask.steps, [point])
+        return cls(name, name, point=point, schedule=schedule)
+
+    @classmethod
     def of_heuristic(cls, heuristic: Heuristic) -> "ScheduleChoice":
         return cls("heuristics", heuristic.name, heuristic=heuristic)
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional
 
 import torch
 
 from ..costs import CostTable
+from ..runtime import active_runtime
 from ..schedule import Layout
 
 
@@ -58,3 +59,32 @@ class FamilyAdapter(ABC):
 
 class UnsupportedModelError(ValueError):
     pass
+
+
+@dataclass
+class ForwardHook:
+    """Stands in for a submodule's ``forward`` through a ModelPatcher object patch.
+
+    Object patches are shallow-copied between clones, so holding the original bound method is
+    fine; patching ``forward`` (not the module) keeps the weights' keys, so LoRA patches apply.
+    Outside an ECAD run it is the original forward.
+    """
+
+    original: Callable
+    bit: int
+
+    def __call__(self, *args, **kwargs):
+        rt = active_runtime()
+        if rt is None:
+            return self.original(*args, **kwargs)
+        return rt.component(self.bit, lambda: self.original(*args, **kwargs))
+
+
+def install_forward_hooks(patcher: Any, hooks: Iterable[tuple[str, int]]) -> None:
+    """Object-patch ``forward`` of each ``diffusion_model.…`` module path, routing it to component ``bit``."""
+    for path, bit in hooks:
+        key = f"{path}.forward"
+        original = patcher.get_model_object(key)
+        if isinstance(original, ForwardHook):  # ECAD applied twice: wrap the real forward, not the old hook
+            original = original.original
+        patcher.add_object_patch(key, ForwardHook(original, bit))

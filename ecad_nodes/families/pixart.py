@@ -9,14 +9,13 @@ find the run through ``active_runtime()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from ..costs import CostTable, attention_matmul_macs, linear_macs
-from ..runtime import active_runtime
 from ..schedule import BlockGroup, Layout
-from .base import CallTokens, FamilyAdapter
+from .base import CallTokens, FamilyAdapter, install_forward_hooks
 
 COMPONENTS = ("self_attn", "cross_attn", "mlp")
 MODULE_OF = {"self_attn": "attn", "cross_attn": "cross_attn", "mlp": "mlp"}
@@ -63,20 +62,6 @@ def pixart_costs(dims: PixArtDims, tokens: CallTokens, attention_matmuls: bool =
     return CostTable.from_components(pixart_layout(dims.depth), {"blocks": per_block}, constant)
 
 
-@dataclass
-class CachedForward:
-    """Replaces one submodule's ``forward`` (an object patch, shallow-copied between clones)."""
-
-    original: Callable
-    bit: int
-
-    def __call__(self, *args, **kwargs):
-        rt = active_runtime()
-        if rt is None:
-            return self.original(*args, **kwargs)
-        return rt.component(self.bit, lambda: self.original(*args, **kwargs))
-
-
 class PixArtAdapter(FamilyAdapter):
     family = "pixart"
     model_classes = (("comfy.ldm.pixart.pixartms", "PixArtMS"),)
@@ -86,11 +71,9 @@ class PixArtAdapter(FamilyAdapter):
         return pixart_layout(len(dm.blocks))
 
     def install(self, patcher: Any, layout: Layout) -> None:
-        blocks = layout.group("blocks")
-        for i in range(blocks.blocks):
-            for c, component in enumerate(COMPONENTS):
-                key = f"diffusion_model.blocks.{i}.{MODULE_OF[component]}.forward"
-                patcher.add_object_patch(key, CachedForward(patcher.get_model_object(key), 3 * i + c))
+        install_forward_hooks(patcher, (
+            (f"diffusion_model.blocks.{i}.{MODULE_OF[component]}", 3 * i + c)
+            for i in range(layout.group("blocks").blocks) for c, component in enumerate(COMPONENTS)))
 
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
         p = dm.patch_size
