@@ -27,6 +27,9 @@ class TinyModelSpec(Protocol):
     def conditioning(self, seed: int, tokens: int | None = None) -> list:
         """ComfyUI CONDITIONING standing in for one encoded prompt."""
 
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        """An empty latent for an image (or video) of this size."""
+
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
     """Seeded weights of sensible scale (ComfyUI's layers are created uninitialised)."""
@@ -62,11 +65,18 @@ def build_from_unet_config(unet_config: dict[str, Any], seed: int = 0, dtype: to
 
 
 def empty_latent(spec: TinyModelSpec, height: int, width: int, batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, spec.latent_channels, height // 8, width // 8)
+    return spec.empty_latent(height, width, batch)
+
+
+class _ImageLatent:
+    latent_channels: int
+
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.latent_channels, height // 8, width // 8)
 
 
 @dataclass(frozen=True)
-class TinyFlux:
+class TinyFlux(_ImageLatent):
     hidden: int = 64
     heads: int = 2
     depth: int = 2
@@ -95,7 +105,7 @@ class TinyFlux:
 
 
 @dataclass(frozen=True)
-class TinyPixArt:
+class TinyPixArt(_ImageLatent):
     hidden: int = 72  # divisible by 3 for PixArt-α's size embedders
     heads: int = 2
     depth: int = 2

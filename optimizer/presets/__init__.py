@@ -50,11 +50,33 @@ class Preset:
         return self.tiny is not None
 
 
+@dataclass(frozen=True)
+class BenchmarkModel:
+    """A moderate-size random-weight model of a family for ``benchmarks/`` (listed in ``BENCHMARK_MODELS``)."""
+
+    name: str
+    spec: Any                             # an optimizer.tiny_models-style spec (build, conditioning, empty_latent)
+    width: int
+    height: int
+    steps: int = 8
+    cfg: float = 1.0
+    sampler: str = "euler"
+    scheduler: str = "simple"
+
+
+def _modules():
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        yield importlib.import_module(f"{__name__}.{info.name}")
+
+
+def benchmark_models() -> list[BenchmarkModel]:
+    return [b for module in _modules() for b in getattr(module, "BENCHMARK_MODELS", ())]
+
+
 @lru_cache(maxsize=None)
 def all_presets() -> dict[str, Preset]:
     found: dict[str, Preset] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for module in _modules():
         for preset in getattr(module, "PRESETS", ()):
             if preset.name in found:
                 raise RuntimeError(f"two presets are named {preset.name!r}")

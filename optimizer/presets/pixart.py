@@ -1,6 +1,6 @@
 """PixArt-α/Σ presets. Calibration settings follow the ECAD paper: 20 DPM-Solver++ steps at 256², CFG 4.5."""
 from ..tiny_models import TinyPixArt
-from . import ModelFiles, Preset
+from . import BenchmarkModel, ModelFiles, Preset
 
 PRESETS = (
     Preset(name="pixart-alpha", family="pixart", description="PixArt-α 256 (ECAD paper: 20 steps, 256², CFG 4.5)",
@@ -17,4 +17,9 @@ PRESETS = (
            description="A small random-weight PixArt-α built from ComfyUI's classes; runs on a CPU in minutes",
            tiny=TinyPixArt(), steps=10, sampler="dpmpp_2m", scheduler="normal", cfg=4.5,
            width=512, height=512, population=12, generations=8, metric="fidelity", prompts=8, images_per_prompt=1),
+)
+
+BENCHMARK_MODELS = (
+    BenchmarkModel("pixart", TinyPixArt(hidden=384, heads=6, depth=12, caption_channels=256, max_tokens=64),
+                   width=512, height=512, cfg=4.5, sampler="dpmpp_2m", scheduler="normal"),
 )
