@@ -63,6 +63,7 @@ def fit_full_macs_from_steps(mask: Mask, step_macs: np.ndarray) -> Optional[floa
     so a least-squares fit over the steps recovers those costs, and with them the full cost. Returns
     None when the steps do not determine the costs or the fit is not exact.
     """
+    mask = mask.with_first_step_computed()  # what runs: nothing is cached before the first step
     columns = []
     for g, bits in mask.groups():
         for c in range(len(g.components)):

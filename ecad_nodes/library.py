@@ -29,7 +29,10 @@ METRIC_SHORT_NAMES = {"image_reward": "IR", "psnr": "PSNR", "ssim": "SSIM", "cli
 
 def register_user_folder() -> None:
     """Make ``models/ecad_schedules`` a ComfyUI model folder (extra_model_paths.yaml may add more)."""
-    import folder_paths
+    try:
+        import folder_paths
+    except ImportError:  # imported outside ComfyUI (pytest imports the pack's root __init__.py)
+        return
     default = os.path.join(folder_paths.models_dir, USER_FOLDER_NAME)
     folder_paths.add_model_folder_path(USER_FOLDER_NAME, default, is_default=True)
     folder_paths.folder_names_and_paths[USER_FOLDER_NAME][1].add(".json")
