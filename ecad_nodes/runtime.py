@@ -175,8 +175,9 @@ class CacheRuntime:
 
     def begin_evaluation(self, sigma: Optional[float] = None) -> int:
         """Start one model evaluation (all cond batches of it follow the same step's plan)."""
-        step = max(self._callback_step, self._sigma_floor_step(sigma))
-        step = min(max(step, 0), self.steps - 1)
+        # Steps never go back (a sampler that re-noises continues with the current caches).
+        step = max(self._callback_step, self._sigma_floor_step(sigma), self.step)
+        step = min(step, self.steps - 1)
         if step != self.step:
             self._enter_step(step)
         self.evaluations[step] += 1
