@@ -4,9 +4,9 @@
 hooks; the model it came from, and every other clone, stays untouched.
 
 * OUTER_SAMPLE: one ``CacheRuntime`` per sampling run, built from the schedule laid onto the run's
-  sigmas; it listens to the sampler's per-step callback and is freed (and reported) in ``finally``.
-* CALC_COND_BATCH: one call per model evaluation; fixes the step every cond batch of it follows.
-  Second-order samplers evaluate twice per step and still map to that step.
+  sigmas; it is freed (and reported) in ``finally``.
+* CALC_COND_BATCH: one call per model evaluation; its sigma fixes the step every cond batch of it
+  follows, so samplers with several evaluations per step map by noise level.
 * APPLY_MODEL: one call per cond batch; tells the runtime which conditioning streams (cond uuids)
   the batch holds, so caches are kept per stream however ComfyUI groups cond and uncond.
 """
@@ -67,14 +67,6 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
     return kwargs.get(name, default)
 
 
-def _with_arg(args: tuple, kwargs: dict, index: int, name: str, value) -> tuple[tuple, dict]:
-    if len(args) > index:
-        args = args[:index] + (value,) + args[index + 1:]
-    else:
-        kwargs = {**kwargs, name: value}
-    return args, kwargs
-
-
 def outer_sample_wrapper(executor, *args, **kwargs):
     # args: noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed
     import comfy.model_patcher
@@ -84,20 +76,12 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if settings is None:
         return executor(*args, **kwargs)
     sigmas = _arg(args, kwargs, 3, "sigmas")
-    callback = _arg(args, kwargs, 5, "callback")
     steps = int(sigmas.shape[-1]) - 1
     resolved = settings.choice.resolve(settings.layout, steps)
     if resolved.note:
         log.warning("ECAD: %s", resolved.note)
     runtime = CacheRuntime(resolved.mask, sample_sigmas=sigmas.tolist(),
                            schedule_step_of=resolved.schedule_step_of, schedule_steps=resolved.schedule_steps)
-
-    def step_callback(step, *cb_args):
-        runtime.on_step_done(step)
-        if callback is not None:
-            return callback(step, *cb_args)
-
-    args, kwargs = _with_arg(args, kwargs, 5, "callback", step_callback)
     original_options = guider.model_options
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
     guider.model_options["transformer_options"][RUNTIME_KEY] = runtime
@@ -133,8 +117,8 @@ def apply_model_wrapper(executor, *args, **kwargs):
         runtime.model = base_model.diffusion_model
         settings: EcadSettings = transformer_options[SETTINGS_KEY]
         adapter = adapter_named(settings.family)
-        tokens = adapter.tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"))
-        runtime.costs = adapter.costs(runtime.model, tokens)
+        runtime.tokens = adapter.tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"))
+        runtime.costs = adapter.costs(runtime.model, runtime.tokens)
     shape = CallShape(tuple(x.shape[1:]), x.shape[0] // len(uuids), x.dtype, x.device)
     with runtime.call(uuids, shape):
         return executor(*args, **kwargs)

@@ -99,6 +99,7 @@ class RunReport:
     peak_cache_bytes: int
     resets: int
     costs: Optional[CostTable] = None
+    tokens: Any = None                           # the adapter's token counts of the run (for cost models)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -145,7 +146,6 @@ class CacheRuntime:
         self.schedule_steps = schedule_steps or self.steps
 
         self.step = 0
-        self._callback_step = 0
         self._entries: list[dict[Hashable, _Entry]] = [dict() for _ in range(nbits)]
         self._cache_bytes = 0
         self.peak_cache_bytes = 0
@@ -156,28 +156,29 @@ class CacheRuntime:
         self._reused: dict[Hashable, np.ndarray] = {}
         self.evaluations = np.zeros(self.steps, dtype=np.int64)
         self.costs: Optional[CostTable] = None
+        self.tokens: Any = None
         self.model: Optional[torch.nn.Module] = None  # the diffusion model being run, for adapters
         self.notes: list[str] = []
 
     # ------------------------------------------------------------ steps
 
-    def on_step_done(self, step_index: int) -> None:
-        """The sampler finished step ``step_index`` (its per-step callback)."""
-        self._callback_step = max(self._callback_step, step_index + 1)
+    def step_of_sigma(self, sigma: Optional[float]) -> int:
+        """The step whose noise level an evaluation at ``sigma`` belongs to.
 
-    def _sigma_floor_step(self, sigma: Optional[float]) -> int:
-        # The last step whose start sigma lies strictly above ``sigma``: a second-order corrector
-        # evaluated at the next step's sigma still belongs to this step.
+        Step k covers sigmas from its own σ_k down to, not including, σ_(k+1): a midpoint
+        evaluation (dpm_2) follows step k, and Heun's corrector for step k, evaluated at σ_(k+1),
+        follows step k+1 like the predictor evaluated there. Samplers call their per-step callback
+        after the first evaluation of a step, so it cannot tell the two apart; the noise level can.
+        """
         if sigma is None or self.sigmas is None:
-            return 0
-        above = int(np.count_nonzero(self.sigmas > sigma * (1 + 1e-5) + 1e-9))
-        return above - 1
+            return self.step
+        at_or_above = int(np.count_nonzero(self.sigmas[:-1] >= sigma * (1 - 1e-4)))
+        return min(max(at_or_above - 1, 0), self.steps - 1)
 
     def begin_evaluation(self, sigma: Optional[float] = None) -> int:
         """Start one model evaluation (all cond batches of it follow the same step's plan)."""
-        # Steps never go back (a sampler that re-noises continues with the current caches).
-        step = max(self._callback_step, self._sigma_floor_step(sigma), self.step)
-        step = min(step, self.steps - 1)
+        # Steps never go back: a sampler that re-noises continues with the current caches.
+        step = max(self.step_of_sigma(sigma), self.step)
         if step != self.step:
             self._enter_step(step)
         self.evaluations[step] += 1
@@ -278,7 +279,8 @@ class CacheRuntime:
             layout=self.layout, steps=self.steps, schedule_steps=self.schedule_steps,
             schedule_step_of=self.schedule_step_of, planned=self.compute.copy(),
             computed=dict(self._computed), reused=dict(self._reused), evaluations=self.evaluations.copy(),
-            peak_cache_bytes=self.peak_cache_bytes, resets=self.resets, costs=self.costs, notes=list(self.notes))
+            peak_cache_bytes=self.peak_cache_bytes, resets=self.resets, costs=self.costs, tokens=self.tokens,
+            notes=list(self.notes))
 
     def close(self) -> RunReport:
         report = self.report()

@@ -3,8 +3,8 @@
 CI has no ComfyUI, yet the engine, the optimizer's search, database and resume logic and the
 metrics must be tested there. This model has PixArt's block anatomy (gated self-attention,
 ungated cross-attention, gated MLP) and routes its components through ``CacheRuntime`` exactly as
-the ComfyUI adapters do; the sampler plays the part of ComfyUI's (per-step callbacks, one
-evaluation or two per step, cond and uncond in one batch or in separate calls).
+the ComfyUI adapters do; the sampler plays the part of ComfyUI's (one evaluation or two per step,
+cond and uncond in one batch or in separate calls).
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def flow_sigmas(steps: int) -> torch.Tensor:
 def sample(model: ToyDiT, noise: torch.Tensor, cond: torch.Tensor, uncond: Optional[torch.Tensor] = None,
            cfg: float = 1.0, steps: int = 8, mask: Optional[Mask] = None, sampler: str = "euler",
            split_streams: bool = False, streams: Sequence = ("cond", "uncond")) -> tuple[torch.Tensor, Optional[CacheRuntime]]:
-    """Flow-matching sampling; with a mask, through a fresh ``CacheRuntime`` as ComfyUI would run it.
+    """Flow-matching sampling; with a mask, through a fresh ``CacheRuntime`` as ComfyUI runs it.
 
     ``split_streams`` runs cond and uncond as separate model calls (ComfyUI does this under memory
     pressure or when their shapes differ); ``sampler`` is "euler" or "heun" (two evaluations a step).
@@ -164,8 +164,6 @@ def sample(model: ToyDiT, noise: torch.Tensor, cond: torch.Tensor, uncond: Optio
             elif sampler not in ("euler", "heun"):
                 raise ValueError(f"unknown sampler {sampler!r}")
             x = x + (s_next - s) * d
-            if runtime is not None:
-                runtime.on_step_done(i)
     return x, runtime
 
 

@@ -14,6 +14,16 @@ LAYOUT = Layout("toy", (BlockGroup("blocks", 2, ("a", "b")),))
 SHAPE = CallShape((4, 8, 8), 1, torch.float32, torch.device("cpu"))
 
 
+def runtime_for(bits, layout=LAYOUT) -> CacheRuntime:
+    """A runtime over evenly spaced sigmas; evaluation k of a test happens at sigma k."""
+    bits = np.asarray(bits, dtype=bool)
+    return CacheRuntime(Mask(layout, bits), sample_sigmas=np.linspace(1.0, 0.0, bits.shape[0] + 1).tolist())
+
+
+def at_step(rt: CacheRuntime, step: int) -> None:
+    assert rt.begin_evaluation(float(rt.sigmas[step])) == step
+
+
 def marker_output(rt: CacheRuntime, streams, bit):
     """What a component 'computes': one row per stream, tagged with (step, stream, bit)."""
     return torch.tensor([[rt.step, hash(s) % 1000, bit] for s in streams], dtype=torch.float32)
@@ -34,10 +44,10 @@ def run_component(rt, streams, bit, shape=SHAPE):
 
 def test_reuse_returns_the_output_of_the_last_computed_step_for_the_same_stream_and_rows():
     bits = np.array([[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1], [1, 0, 0, 1]], dtype=bool)
-    rt = CacheRuntime(Mask(LAYOUT, bits))
+    rt = runtime_for(bits)
     last_computed = {}
     for step in range(4):
-        rt.begin_evaluation()
+        at_step(rt, step)
         # Cond and uncond share a batch at even steps and run separately at odd steps.
         groupings = [("u", "c")] if step % 2 == 0 else [("c",), ("u",)]
         for streams in groupings:
@@ -49,15 +59,13 @@ def test_reuse_returns_the_output_of_the_last_computed_step_for_the_same_stream_
                         last_computed[(s, bit)] = step
                     expected_step = last_computed[(s, bit)]
                     assert out[row].tolist() == [expected_step, hash(s) % 1000, bit]
-        rt.on_step_done(step)
 
 
 def test_a_missing_stream_is_computed_even_at_a_reuse_step():
-    rt = CacheRuntime(Mask(LAYOUT, np.array([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)))
-    rt.begin_evaluation()
+    rt = runtime_for([[1, 1, 1, 1], [0, 0, 0, 0]])
+    at_step(rt, 0)
     run_component(rt, ("c",), 0)
-    rt.on_step_done(0)
-    rt.begin_evaluation()
+    at_step(rt, 1)
     _, computed_c = run_component(rt, ("c",), 0)
     _, computed_u = run_component(rt, ("u", "c"), 0)  # "u" never ran: nothing to reuse
     assert not computed_c and computed_u
@@ -69,14 +77,13 @@ def test_outputs_are_kept_only_while_a_later_step_reuses_them():
     # bit 0: computed, reused, reused, computed; bit 1: computed every step (never stored)
     bits = np.array([[1, 1], [0, 1], [0, 1], [1, 1]], dtype=bool)
     layout = Layout("toy", (BlockGroup("blocks", 1, ("a", "b")),))
-    rt = CacheRuntime(Mask(layout, bits))
+    rt = runtime_for(bits, layout)
     live = []
     for step in range(4):
-        rt.begin_evaluation()
+        at_step(rt, step)
         for bit in range(2):
             run_component(rt, ("c",), bit)
         live.append(rt.cache_bytes)
-        rt.on_step_done(step)
     one_entry = marker_output(rt, ("c",), 0).numel() * 4
     # Stored at step 0 for steps 1-2; dropped when step 3 recomputes it; nothing stored at step 3.
     assert live == [one_entry, one_entry, one_entry, 0]
@@ -86,25 +93,23 @@ def test_outputs_are_kept_only_while_a_later_step_reuses_them():
 
 def test_a_stored_view_does_not_pin_the_tensor_it_views():
     layout = Layout("toy", (BlockGroup("blocks", 1, ("a",)),))
-    rt = CacheRuntime(Mask(layout, np.array([[1], [0]], dtype=bool)))
-    rt.begin_evaluation()
+    rt = runtime_for([[1], [0]], layout)
+    at_step(rt, 0)
     big = torch.zeros(1, 1000)
     with rt.call(("c",), SHAPE):
         rt.component(0, lambda: big[:, :10])
     assert rt.cache_bytes == 10 * 4
     big.fill_(7)  # the cache holds its own copy
-    rt.on_step_done(0)
-    rt.begin_evaluation()
+    at_step(rt, 1)
     with rt.call(("c",), SHAPE):
         assert torch.equal(rt.component(0, lambda: None), torch.zeros(1, 10))
 
 
 def test_a_changed_input_shape_resets_the_caches():
-    rt = CacheRuntime(Mask(LAYOUT, np.array([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)))
-    rt.begin_evaluation()
+    rt = runtime_for([[1, 1, 1, 1], [0, 0, 0, 0]])
+    at_step(rt, 0)
     run_component(rt, ("c",), 0)
-    rt.on_step_done(0)
-    rt.begin_evaluation()
+    at_step(rt, 1)
     larger = CallShape((4, 16, 16), 1, torch.float32, torch.device("cpu"))
     _, computed = run_component(rt, ("c",), 0, shape=larger)
     assert computed
@@ -112,26 +117,17 @@ def test_a_changed_input_shape_resets_the_caches():
     assert report.resets == 1 and "caches reset" in report.notes[0]
 
 
-def test_steps_follow_the_sampler_callback_and_second_order_evaluations_stay_in_their_step():
+def test_each_evaluation_follows_the_step_of_its_noise_level():
     sigmas = [1.0, 0.75, 0.5, 0.25, 0.0]
     rt = CacheRuntime(Mask.full(LAYOUT, 4), sample_sigmas=sigmas)
-    # Heun: predictor at sigma_i, corrector at sigma_{i+1}; the last step has no corrector.
-    seen = []
-    for i in range(4):
-        seen.append(rt.begin_evaluation(sigmas[i]))
-        if sigmas[i + 1] > 0:
-            seen.append(rt.begin_evaluation(sigmas[i + 1]))
-        rt.on_step_done(i)
-    assert seen == [0, 0, 1, 1, 2, 2, 3]
-    assert list(rt.evaluations) == [2, 2, 2, 1]
-
-
-def test_without_callbacks_the_step_comes_from_the_sigma():
-    sigmas = [1.0, 0.75, 0.5, 0.25, 0.0]
-    rt = CacheRuntime(Mask.full(LAYOUT, 4), sample_sigmas=sigmas)
-    # dpm_2-style midpoints and values between schedule sigmas land in the step they belong to.
-    assert [rt.begin_evaluation(s) for s in (1.0, 0.9, 0.6, 0.3, 0.26)] == [0, 0, 1, 2, 2]
-    assert rt.begin_evaluation(5.0) == 2  # never goes back
+    # Heun: predictor at sigma_i, corrector at sigma_(i+1) (no corrector into sigma 0); dpm_2-style
+    # midpoints stay in their step.
+    heun = [rt.begin_evaluation(s) for s in (1.0, 0.75, 0.75, 0.5, 0.5, 0.25, 0.25)]
+    assert heun == [0, 1, 1, 2, 2, 3, 3]
+    assert list(rt.evaluations) == [1, 2, 2, 2]
+    midpoints = CacheRuntime(Mask.full(LAYOUT, 4), sample_sigmas=sigmas)
+    assert [midpoints.begin_evaluation(s) for s in (1.0, 0.9, 0.75, 0.6, 0.5000001, 0.3)] == [0, 0, 1, 1, 2, 2]
+    assert midpoints.begin_evaluation(5.0) == 2  # a re-noising sampler never sends the caches back in time
 
 
 # ------------------------------------------------------------------ the toy DiT end to end
@@ -157,7 +153,7 @@ def test_components_run_exactly_where_the_mask_says_per_stream(toy, split, sampl
     noise, cond, uncond = random_inputs(toy.config, 2, batch=2)
     _, rt = sample(toy, noise, cond, uncond, cfg=4.0, steps=8, mask=mask, sampler=sampler, split_streams=split)
     report = rt.close()
-    expected_evals = [2] * 7 + [1] if sampler == "heun" else [1] * 8
+    expected_evals = [1] + [2] * 7 if sampler == "heun" else [1] * 8
     assert list(report.evaluations) == expected_evals
     assert sorted(report.streams) == ["cond", "uncond"]
     for stream in report.streams:

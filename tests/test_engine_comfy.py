@@ -1,0 +1,296 @@
+"""The engine inside real ComfyUI (COMFYUI_PATH): FLUX and PixArt built from ComfyUI's own classes."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REFERENCE, requires_reference
+from ecad_nodes.choice import ScheduleChoice
+from ecad_nodes.heuristics import HEURISTICS, NO_CACHING, fora_bits
+from ecad_nodes.schedule import Mask, ScheduleError
+from ecad_nodes.schedule_io import load_schedule
+from support import assert_ran_as_planned, last_report, sample
+
+pytestmark = pytest.mark.comfy
+
+FORA2, FORA3 = HEURISTICS[1], HEURISTICS[2]
+
+
+@pytest.fixture(scope="module")
+def flux():
+    from optimizer.tiny_models import TinyFlux
+    spec = TinyFlux()
+    return spec, spec.build(seed=0)
+
+
+@pytest.fixture(scope="module")
+def pixart():
+    from optimizer.tiny_models import TinyPixArt
+    spec = TinyPixArt()
+    return spec, spec.build(seed=0)
+
+
+SIZES = {"TinyFlux": 64, "TinyPixArt": 384}  # PixArt needs latents of at least ~48×48
+
+
+@pytest.fixture(params=["flux", "pixart"])
+def family(request, flux, pixart):
+    spec, model = flux if request.param == "flux" else pixart
+    return spec, model, SIZES[type(spec).__name__]
+
+
+def apply(model, choice):
+    from ecad_nodes.patching import apply_ecad
+    return apply_ecad(model, choice)
+
+
+def random_choice(model, steps, keep, seed):
+    from ecad_nodes.families import adapter_for
+    layout = adapter_for(model.model).layout(model.model.diffusion_model)
+    bits = np.random.default_rng(seed).random((steps, layout.bits_per_step)) < keep
+    bits[0] = True
+    return ScheduleChoice.of_mask(f"random{seed}", Mask(layout, bits))
+
+
+# ------------------------------------------------------------------ identity
+
+@pytest.mark.parametrize("cfg, batch, split", [(1.0, 1, False), (3.5, 1, False), (3.5, 2, False), (3.5, 1, True)],
+                         ids=["cfg1", "cfg-batched", "batch2", "cfg-separate-calls"])
+def test_all_compute_is_bit_identical_to_the_unpatched_model(family, cfg, batch, split):
+    spec, model, size = family
+    # Prompts of different lengths cannot share a batch: ComfyUI runs cond and uncond separately.
+    negative = spec.conditioning(2, tokens=5) if split else None
+    kwargs = dict(cfg=cfg, batch=batch, width=size, height=size, negative=negative)
+    reference = sample(model, spec, **kwargs)
+    patched = apply(model, ScheduleChoice.of_heuristic(NO_CACHING))
+    assert torch.equal(sample(patched, spec, **kwargs), reference)
+    report = last_report(patched)
+    assert report.compute_fraction() == 1.0
+    assert len(report.streams) == (2 if cfg != 1.0 else 1)
+
+
+def test_flux_block_replacements_match_comfyui_blocks_with_token_wise_modulation(flux):
+    from ecad_nodes.families.flux import double_block_forward, single_block_forward
+    from ecad_nodes.runtime import CacheRuntime, CallShape
+    spec, model = flux
+    dm = model.model.diffusion_model
+    gen = torch.Generator().manual_seed(0)
+    # Token-wise modulation as HunyuanVideo's image-to-video uses it (ComfyUI supports it at batch 1).
+    img, txt = torch.randn(1, 12, spec.hidden, generator=gen), torch.randn(1, 5, spec.hidden, generator=gen)
+    vec = torch.randn(1, 2, spec.hidden, generator=gen)
+    dims_img, dims_txt = [(0, 4, 0), (4, None, 1)], [(0, None, 1)]
+    pe = dm.pe_embedder(torch.zeros(1, 17, 3))
+    rt = CacheRuntime(Mask.full(apply_layout(model), 1))
+    rt.begin_evaluation()
+    with torch.inference_mode(), rt.call(["c"], CallShape((1,), 1, torch.float32, torch.device("cpu"))):
+        for dims in ((None, None), (dims_img, dims_txt)):
+            block = dm.double_blocks[0]
+            expected = block(img=img.clone(), txt=txt.clone(), vec=vec if dims[0] else vec[:, 0],
+                             pe=pe, modulation_dims_img=dims[0], modulation_dims_txt=dims[1])
+            got = double_block_forward(rt, 0, block, img.clone(), txt.clone(), vec if dims[0] else vec[:, 0], pe,
+                                       modulation_dims_img=dims[0], modulation_dims_txt=dims[1])
+            assert all(torch.equal(a, b) for a, b in zip(expected, got))
+            single = dm.single_blocks[0]
+            x = torch.cat([txt, img], 1)
+            assert torch.equal(single(x.clone(), vec=vec[:, 0], pe=pe),
+                               single_block_forward(rt, 3 * spec.depth, single, x.clone(), vec[:, 0], pe))
+
+
+def apply_layout(model):
+    from ecad_nodes.families import adapter_for
+    return adapter_for(model.model).layout(model.model.diffusion_model)
+
+
+# ------------------------------------------------------------------ accounting
+
+@pytest.mark.parametrize("split", [False, True], ids=["batched", "separate-calls"])
+def test_components_run_exactly_where_the_mask_says_per_stream(family, split):
+    spec, model, size = family
+    choice = random_choice(model, 6, keep=0.35, seed=11)
+    patched = apply(model, choice)
+    negative = spec.conditioning(2, tokens=5) if split else None
+    out = sample(patched, spec, cfg=4.0, width=size, height=size, negative=negative)
+    assert torch.isfinite(out).all()
+    report = last_report(patched)
+    assert list(report.evaluations) == [1] * 6
+    assert_ran_as_planned(report, choice.point.mask.bits, streams=2)
+
+
+def test_skipped_components_really_skip_their_matmuls(family):
+    """FLOPs counted by PyTorch equal the cost model's MACs for what the schedule computes."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from ecad_nodes.families import adapter_for
+    spec, model, size = family
+    adapter, dm = adapter_for(model.model), model.model.diffusion_model
+    measured, predicted = [], []
+    for heuristic in (NO_CACHING, FORA2, FORA3):
+        patched = apply(model, ScheduleChoice.of_heuristic(heuristic))
+        with FlopCounterMode(display=False) as counter:
+            sample(patched, spec, steps=6, width=size, height=size)
+        report = last_report(patched)
+        with_attention = adapter.costs(dm, report.tokens, attention_matmuls=True)
+        measured.append(counter.get_total_flops() / 2)
+        predicted.append(with_attention.mask_macs(Mask(report.layout, report.planned)))
+    for m, p in zip(measured, predicted):
+        assert m == pytest.approx(p, rel=0.01)
+    assert measured[1] < 0.6 * measured[0] and measured[2] < 0.45 * measured[0]
+
+
+# ------------------------------------------------------------------ reuse semantics
+
+def test_a_skipped_component_yields_the_output_of_its_last_computed_step(pixart):
+    spec, model = pixart
+    layout = apply_layout(model)
+    bits = np.ones((6, layout.bits_per_step), dtype=bool)
+    mlp_of_block_1 = 3 * 1 + 2
+    bits[[1, 2, 4, 5], mlp_of_block_1] = False  # computed at steps 0 and 3 only
+    patched = apply(model, ScheduleChoice.of_mask("mlp-reuse", Mask(layout, bits)))
+    outputs = []
+    handle = model.model.diffusion_model.blocks[1].mlp.register_forward_hook(lambda m, a, out: outputs.append(out.clone()))
+    try:
+        sample(patched, spec, cfg=4.0, width=384, height=384)
+    finally:
+        handle.remove()
+    assert len(outputs) == 6 and outputs[0].shape[0] == 2  # uncond and cond rows in one batch
+    for step, source in ((1, 0), (2, 0), (4, 3), (5, 3)):
+        assert torch.equal(outputs[step], outputs[source])
+    assert not torch.equal(outputs[3], outputs[0])
+
+
+# ------------------------------------------------------------------ official schedules
+
+@requires_reference
+@pytest.mark.parametrize("name", ["flux_256/ours_fast.json", "flux_256/ours_faster.json",
+                                  "pixart_alpha_256/ours_fast.json", "pixart_alpha_256/ours_faster.json",
+                                  "pixart_alpha_256/ours_fastest.json", "pixart_sigma_256/ours_fast.json"])
+def test_official_schedules_run_each_component_exactly_where_the_file_says_true(name):
+    from optimizer.tiny_models import TinyFlux, TinyPixArt
+    from ecad_nodes.library import choose  # noqa: F401  (the nodes' path: load file, pick its point)
+    schedule = load_schedule(REFERENCE / "schedules_in_paper" / name)
+    if schedule.family == "flux":
+        spec, size = TinyFlux(depth=19, depth_single=38), 64
+    else:
+        spec, size = TinyPixArt(depth=28), 384
+    model = spec.build(seed=1)
+    choice = ScheduleChoice.of_point(name, schedule, schedule.points[0])
+    patched = apply(model, choice)
+    sample(patched, spec, steps=20, cfg=4.5 if schedule.family == "pixart" else 1.0, width=size, height=size,
+           sampler="euler", scheduler="simple")
+    report = last_report(patched)
+    planned = schedule.points[0].mask.bits.copy()
+    planned[0] = True  # nothing is cached before the first step: the official code recomputes too
+    assert_ran_as_planned(report, planned, streams=2 if schedule.family == "pixart" else 1)
+
+
+# ------------------------------------------------------------------ isolation
+
+def test_the_base_model_and_other_clones_are_unaffected(family):
+    spec, model, size = family
+    kwargs = dict(cfg=3.0, width=size, height=size)
+    before = sample(model, spec, **kwargs)
+    fora = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    random_clone = apply(model, random_choice(model, 6, keep=0.5, seed=5))
+    a1 = sample(fora, spec, **kwargs)
+    b1 = sample(random_clone, spec, **kwargs)
+    a2 = sample(fora, spec, **kwargs)
+    base_between = sample(model, spec, **kwargs)
+    b2 = sample(random_clone, spec, **kwargs)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and not torch.equal(a1, b1)
+    assert torch.equal(base_between, before)
+    assert torch.equal(sample(model, spec, **kwargs), before)
+    assert last_report(fora).compute_fraction() == pytest.approx(0.5)
+
+
+def _lora_key(spec) -> str:
+    return ("diffusion_model.double_blocks.0.img_mlp.0.weight" if type(spec).__name__ == "TinyFlux"
+            else "diffusion_model.blocks.0.mlp.fc1.weight")
+
+
+def test_lora_style_weight_patches_still_apply(family):
+    spec, model, size = family
+    key = _lora_key(spec)
+    weight = model.model.state_dict()[key]
+    delta = torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5
+    kwargs = dict(cfg=3.0, width=size, height=size)
+    with_lora = model.clone()
+    assert with_lora.add_patches({key: ("diff", (delta,))}, 1.0) == [key]
+    reference_lora = sample(with_lora, spec, **kwargs)
+    assert not torch.equal(reference_lora, sample(model, spec, **kwargs))
+    # LoRA before ECAD, and ECAD before LoRA: both keep the patch (all-compute: exactly).
+    lora_then_ecad = apply(with_lora, ScheduleChoice.of_heuristic(NO_CACHING))
+    assert torch.equal(sample(lora_then_ecad, spec, **kwargs), reference_lora)
+    ecad_then_lora = apply(model, ScheduleChoice.of_heuristic(NO_CACHING)).clone()
+    ecad_then_lora.add_patches({key: ("diff", (delta,))}, 1.0)
+    assert torch.equal(sample(ecad_then_lora, spec, **kwargs), reference_lora)
+    cached = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    cached_lora = apply(with_lora, ScheduleChoice.of_heuristic(FORA2))
+    assert not torch.equal(sample(cached, spec, **kwargs), sample(cached_lora, spec, **kwargs))
+
+
+def test_applying_twice_replaces_the_first_schedule(pixart):
+    spec, model = pixart
+    twice = apply(apply(model, ScheduleChoice.of_heuristic(FORA3)), ScheduleChoice.of_heuristic(FORA2))
+    once = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    assert torch.equal(sample(twice, spec, width=384, height=384), sample(once, spec, width=384, height=384))
+    assert last_report(twice).compute_fraction() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ samplers and step counts
+
+@pytest.mark.parametrize("sampler, evaluations", [
+    ("euler", [1] * 6), ("dpmpp_2m", [1] * 6), ("heun", [1] + [2] * 5)])
+def test_sampler_evaluations_map_to_their_step(flux, sampler, evaluations):
+    spec, model = flux
+    choice = random_choice(model, 6, keep=0.4, seed=2)
+    patched = apply(model, choice)
+    sample(patched, spec, steps=6, sampler=sampler, width=64, height=64)
+    report = last_report(patched)
+    assert list(report.evaluations) == evaluations
+    assert_ran_as_planned(report, choice.point.mask.bits, streams=1)
+
+
+def test_a_schedule_for_another_step_count_is_mapped_by_relative_position(pixart, caplog):
+    spec, model = pixart
+    choice = random_choice(model, 10, keep=0.4, seed=4)
+    patched = apply(model, choice)
+    with caplog.at_level(logging.WARNING, logger="ComfyUI-ECAD"):
+        sample(patched, spec, steps=15, sampler="dpmpp_2m", scheduler="normal", width=384, height=384)
+    assert "made for 10 steps; the workflow runs 15" in caplog.text
+    report = last_report(patched)
+    from ecad_nodes.schedule import step_mapping
+    np.testing.assert_array_equal(report.schedule_step_of, step_mapping(15, 10))
+    planned = choice.point.mask.bits[step_mapping(15, 10)]
+    planned[0] = True
+    assert_ran_as_planned(report, planned, streams=1)
+
+
+def test_denoise_below_one_runs_the_schedule_over_the_steps_actually_sampled(flux):
+    spec, model = flux
+    patched = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    sample(patched, spec, steps=8, denoise=0.5, width=64, height=64)
+    report = last_report(patched)
+    assert report.steps == 8 and list(report.evaluations) == [1] * 8
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_a_schedule_for_another_family_or_block_count_is_refused(flux, pixart, tmp_path):
+    from ecad_nodes.schedule import FrontierPoint, ScheduleFile
+    from ecad_nodes.schedule_io import save_schedule
+    _, flux_model = flux
+    _, pixart_model = pixart
+    layout = apply_layout(pixart_model)
+    path = save_schedule(ScheduleFile("pixart", None, layout, 4, [FrontierPoint("p", Mask.full(layout, 4))]),
+                         tmp_path / "pixart-2-blocks.json")
+    schedule = load_schedule(path)
+    choice = ScheduleChoice.of_point(path.name, schedule, schedule.points[0])
+    with pytest.raises(ScheduleError, match=r"pixart-2-blocks\.json: cannot be applied to this model: it is for "
+                                            r"model family 'pixart', but the model is 'flux'"):
+        apply(flux_model, choice)
+    from optimizer.tiny_models import TinyPixArt
+    deeper = TinyPixArt(depth=3).build(seed=0)
+    with pytest.raises(ScheduleError, match=r"expects pixart \(blocks=2×.*model has pixart \(blocks=3×"):
+        apply(deeper, choice)
