@@ -40,12 +40,11 @@ class EcadSettings:
 
 def apply_ecad(model: Any, choice: ScheduleChoice) -> Any:
     """A clone of ``model`` (a ModelPatcher) that caches according to ``choice``."""
-    import comfy.patcher_extension as pe
-
-    base_model = model.model
-    adapter = adapter_for(base_model)
+    adapter = adapter_for(model.model)
     layout = adapter.layout(model.get_model_object("diffusion_model"))
     choice.check(layout)
+
+    import comfy.patcher_extension as pe
 
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
