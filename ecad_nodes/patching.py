@@ -117,7 +117,7 @@ def apply_model_wrapper(executor, *args, **kwargs):
         settings: EcadSettings = transformer_options[SETTINGS_KEY]
         adapter = adapter_named(settings.family)
         runtime.tokens = adapter.tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"))
-        runtime.costs = adapter.costs(runtime.model, runtime.tokens)
+        runtime.costs = adapter.costs(runtime.model, runtime.tokens, attention_matmuls=True)
     shape = CallShape(tuple(x.shape[1:]), x.shape[0] // len(uuids), x.dtype, x.device)
     with runtime.call(uuids, shape):
         return executor(*args, **kwargs)

@@ -121,7 +121,7 @@ class RunReport:
         parts = [f"computed {100 * self.compute_fraction():.1f}% of component calls over {self.steps} steps"]
         bound = self.mac_speedup_bound()
         if bound is not None:
-            parts.append(f"{bound:.2f}x fewer MACs")
+            parts.append(f"{bound:.2f}x fewer MACs in the model")
         parts.append(f"peak cache {self.peak_cache_bytes / 2**20:.1f} MiB")
         if self.resets:
             parts.append(f"{self.resets} cache reset(s) on shape/dtype/device change")
