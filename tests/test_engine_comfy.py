@@ -291,3 +291,24 @@ def test_a_schedule_for_another_family_or_block_count_is_refused(flux, pixart, t
     deeper = TinyPixArt(depth=3).build(seed=0)
     with pytest.raises(ScheduleError, match=r"expects pixart \(blocks=2×.*model has pixart \(blocks=3×"):
         apply(deeper, choice)
+
+
+# ------------------------------------------------------------------ torch.compile
+
+@pytest.mark.parametrize("order", ["compile-then-ecad", "ecad-then-compile"])
+def test_comfyui_torch_compile_and_ecad_work_together(family, order):
+    """ComfyUI's TorchCompileModel wrapper traces the model with dynamo; ECAD's decisions stay eager."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    spec, model, size = family
+    kwargs = dict(steps=4, width=size, height=size)
+    expected = sample(apply(model, ScheduleChoice.of_heuristic(FORA2)), spec, **kwargs)
+    torch._dynamo.reset()
+    if order == "compile-then-ecad":
+        compiled = model.clone()
+        set_torch_compile_wrapper(compiled, backend="eager")
+        patched = apply(compiled, ScheduleChoice.of_heuristic(FORA2))
+    else:
+        patched = apply(model, ScheduleChoice.of_heuristic(FORA2)).clone()
+        set_torch_compile_wrapper(patched, backend="eager")
+    assert torch.equal(sample(patched, spec, **kwargs), expected)
+    assert last_report(patched).compute_fraction() == pytest.approx(0.5)

@@ -73,6 +73,7 @@ class ForwardHook:
     original: Callable
     bit: int
 
+    @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, *args, **kwargs):
         rt = active_runtime()
         if rt is None:

@@ -179,6 +179,7 @@ class DoubleBlockReplacement:
     bit: int
     blocks_attr: str = "double_blocks"
 
+    @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, args: dict, extra: dict) -> dict:
         rt = active_runtime()
         if rt is None:
@@ -198,6 +199,7 @@ class SingleBlockReplacement:
     bit: int
     blocks_attr: str = "single_blocks"
 
+    @torch.compiler.disable
     def __call__(self, args: dict, extra: dict) -> dict:
         rt = active_runtime()
         if rt is None:
