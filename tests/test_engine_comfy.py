@@ -312,3 +312,40 @@ def test_comfyui_torch_compile_and_ecad_work_together(family, order):
         set_torch_compile_wrapper(patched, backend="eager")
     assert torch.equal(sample(patched, spec, **kwargs), expected)
     assert last_report(patched).compute_fraction() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ FLUX weight slices
+
+def test_single_block_weight_slices_respect_lowvram_lora_and_scaled_fp8(flux):
+    """Computing only q/k/v or only the MLP input of ``linear1`` sees the weights ComfyUI would use."""
+    import comfy.model_patcher
+    import comfy.ops
+    from ecad_nodes.families.flux import _linear_rows
+    spec, model = flux
+    layer = model.model.diffusion_model.single_blocks[0].linear1
+    h3, total = 3 * spec.hidden, layer.out_features
+    x = torch.randn(1, 7, spec.hidden, generator=torch.Generator().manual_seed(0))
+
+    def check(lin):
+        full = lin(x)
+        for start, stop in ((0, h3), (h3, total)):
+            torch.testing.assert_close(_linear_rows(lin, x, start, stop), full[..., start:stop], rtol=1e-5, atol=1e-5)
+        return full
+
+    with torch.inference_mode():
+        plain = check(layer)
+        # Low-VRAM mode applies LoRA on the fly through the layer's weight functions.
+        key = "diffusion_model.single_blocks.0.linear1.weight"
+        patcher = model.clone()
+        patcher.add_patches({key: ("diff", (torch.randn(layer.weight.shape) * 0.1,))}, 1.0)
+        layer.weight_function = [comfy.model_patcher.LowVramPatch(key, patcher.patches)]
+        try:
+            assert not torch.allclose(check(layer), plain)
+        finally:
+            layer.weight_function = []
+        # Scaled fp8 checkpoints keep a per-layer scale next to the fp8 weight.
+        fp8 = comfy.ops.scaled_fp8_ops().Linear(spec.hidden, total, bias=True, dtype=torch.float8_e4m3fn)
+        fp8.weight = torch.nn.Parameter((layer.weight / 0.5).to(torch.float8_e4m3fn), requires_grad=False)
+        fp8.bias = torch.nn.Parameter(layer.bias.clone(), requires_grad=False)
+        fp8.scale_weight = torch.nn.Parameter(torch.tensor(0.5), requires_grad=False)
+        torch.testing.assert_close(check(fp8), plain, rtol=0.1, atol=0.1)
