@@ -1,0 +1,100 @@
+"""The pack in a real ComfyUI server (``main.py --cpu``): start-up, /object_info, and workflows through /prompt."""
+from __future__ import annotations
+
+import pytest
+
+from comfy_server import start_server
+from conftest import COMFYUI_ROOT
+
+pytestmark = pytest.mark.comfy
+
+HEURISTICS = "heuristics (any model)"
+
+
+def write_schedules(base):
+    """A learned-style schedule for the testing pack's tiny FLUX, and a corrupt file beside it."""
+    import numpy as np
+    from ecad_nodes.families.flux import flux_layout
+    from ecad_nodes.schedule import FrontierPoint, Mask, PointMetrics, ScheduleFile
+    from ecad_nodes.schedule_io import save_schedule
+    layout = flux_layout(2, 4)
+    bits = np.random.default_rng(0).random((6, layout.bits_per_step)) < 0.5
+    bits[0] = True
+    point = FrontierPoint("half", Mask(layout, bits), PointMetrics("psnr", 30.0, macs=1.0, full_macs=2.0))
+    save_schedule(ScheduleFile("flux", "tiny", layout, 6, [point]), base / "models" / "ecad_schedules" / "tiny-flux.json")
+    (base / "models" / "ecad_schedules" / "corrupt.json").write_text('{"format": "ecad-schedule", "version": ')
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = start_server(COMFYUI_ROOT, tmp_path_factory.mktemp("comfy"), before_start=write_schedules)
+    yield s
+    s.stop()
+
+
+def workflow(schedule: str, point: str, cfg: float = 1.0) -> dict:
+    family = {"family": "flux"}
+    return {
+        "1": {"class_type": "ECADTestTinyModel", "inputs": {**family, "seed": 0}},
+        "2": {"class_type": "ECADLoadSchedule", "inputs": {"schedule": schedule, "point": point}},
+        "3": {"class_type": "ECADApplyCache", "inputs": {"model": ["1", 0], "schedule": ["2", 0]}},
+        "4": {"class_type": "ECADTestConditioning", "inputs": {**family, "seed": 1, "tokens": 8}},
+        "5": {"class_type": "ECADTestConditioning", "inputs": {**family, "seed": 2, "tokens": 8}},
+        "6": {"class_type": "ECADTestLatent", "inputs": {**family, "width": 64, "height": 64, "batch": 1}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["3", 0], "seed": 7, "steps": 6, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}},
+        "8": {"class_type": "ECADTestLatentStats", "inputs": {"latent": ["7", 0]}},
+    }
+
+
+def test_both_nodes_appear_in_object_info_with_the_schedule_dropdowns(server):
+    info = server.get("/object_info")
+    load, apply = info["ECADLoadSchedule"], info["ECADApplyCache"]
+    assert load["display_name"] == "ECAD Load Schedule" and apply["display_name"] == "ECAD Apply Cache"
+    assert load["output"] == ["ECAD_SCHEDULE"] and apply["output"] == ["MODEL"]
+    assert apply["input"]["required"]["schedule"][0] == "ECAD_SCHEDULE"
+    sources = load["input"]["required"]["schedule"][0]
+    assert sources == ["tiny-flux.json", HEURISTICS]  # the corrupt file is left out
+    assert "half · 2.00× MACs · PSNR 30.00" in load["input"]["required"]["point"][0]
+
+
+def test_a_corrupt_schedule_file_is_logged_and_does_not_stop_start_up(server):
+    log = server.log()
+    assert "corrupt.json: is not valid JSON" in log
+    import_lines = [line for line in log.splitlines() if "seconds" in line and "ComfyUI-ECAD" in line]
+    assert import_lines and not any("IMPORT FAILED" in line for line in import_lines), log[-3000:]
+    assert "Cannot import" not in log
+
+
+def test_a_heuristic_workflow_runs_through_the_prompt_api(server):
+    result = server.run_prompt(workflow(HEURISTICS, "FORA every 2 steps", cfg=3.0))
+    assert result["status"]["status_str"] == "success", result["status"]
+    stats = result["outputs"]["8"]["stats"][0]
+    assert stats["finite"] and stats["shape"] == [1, 16, 8, 8]
+    assert "ECAD [heuristics / FORA every 2 steps]: computed 50.0% of component calls over 6 steps" in server.log()
+
+
+def test_a_file_point_runs_and_differs_from_the_heuristic(server):
+    from_file = server.run_prompt(workflow("tiny-flux.json", "half · 2.00× MACs · PSNR 30.00"))
+    assert from_file["status"]["status_str"] == "success", from_file["status"]
+    reference = server.run_prompt(workflow(HEURISTICS, "no caching (reference)"))
+    assert from_file["outputs"]["8"]["stats"][0]["mean"] != reference["outputs"]["8"]["stats"][0]["mean"]
+    assert "ECAD [tiny-flux.json / half]" in server.log()
+
+
+def test_a_point_of_another_file_is_refused_at_validation(server):
+    with pytest.raises(AssertionError, match="has no point named 'FORA every 2 steps'"):
+        server.run_prompt(workflow("tiny-flux.json", "FORA every 2 steps"))
+
+
+def test_a_schedule_for_another_model_fails_the_prompt_with_a_clear_message(server):
+    prompt = workflow("tiny-flux.json", "half")
+    prompt["1"]["inputs"]["family"] = "pixart"
+    for key in ("4", "5", "6"):
+        prompt[key]["inputs"]["family"] = "pixart"
+    prompt["6"]["inputs"].update(width=384, height=384)
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "error"
+    message = str(result["status"]["messages"])
+    assert "tiny-flux.json: cannot be applied to this model: it is for model family 'flux', but the model is 'pixart'" in message
