@@ -18,7 +18,7 @@ call the original block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,23 +58,29 @@ def flux_layout(depth: int, depth_single: int, family: str = "flux") -> Layout:
                            BlockGroup("single_blocks", depth_single, SINGLE_COMPONENTS)))
 
 
-def flux_costs(dims: FluxDims, tokens: CallTokens, attention_matmuls: bool = False, family: str = "flux") -> CostTable:
-    h, m, img, txt = dims.hidden, dims.mlp_hidden, tokens.image, tokens.text
+def flux_block_macs(hidden: int, mlp_hidden: int, tokens: CallTokens,
+                    attention_matmuls: bool = False) -> dict[str, dict[str, float]]:
+    """MACs of each component of one double and one single block (FLUX, Chroma and HunyuanVideo blocks)."""
+    h, m, img, txt = hidden, mlp_hidden, tokens.image, tokens.text
     both = img + txt
     attn_extra = attention_matmul_macs(both, both, h) if attention_matmuls else 0.0
-    double = {"attn": linear_macs(both, h, 4 * h) + attn_extra,
-              "img_mlp": 2 * linear_macs(img, h, m),
-              "txt_mlp": 2 * linear_macs(txt, h, m)}
-    single = {"attn": linear_macs(both, h, 3 * h) + attn_extra,
-              "mlp_in": linear_macs(both, h, m),
-              "out_proj": linear_macs(both, h + m, h)}
+    return {"double_blocks": {"attn": linear_macs(both, h, 4 * h) + attn_extra,
+                              "img_mlp": 2 * linear_macs(img, h, m),
+                              "txt_mlp": 2 * linear_macs(txt, h, m)},
+            "single_blocks": {"attn": linear_macs(both, h, 3 * h) + attn_extra,
+                              "mlp_in": linear_macs(both, h, m),
+                              "out_proj": linear_macs(both, h + m, h)}}
+
+
+def flux_costs(dims: FluxDims, tokens: CallTokens, attention_matmuls: bool = False, family: str = "flux") -> CostTable:
+    h, img, txt = dims.hidden, tokens.image, tokens.text
     embed = 256 * h + h * h
     constant = (linear_macs(img, dims.in_channels, h) + embed + (embed if dims.guidance_embed else 0)
                 + dims.vec_in * h + h * h + linear_macs(txt, dims.context_in, h)
                 + dims.depth * 2 * h * 6 * h + dims.depth_single * h * 3 * h
                 + h * 2 * h + linear_macs(img, h, dims.out_channels))
     return CostTable.from_components(flux_layout(dims.depth, dims.depth_single, family),
-                                     {"double_blocks": double, "single_blocks": single}, constant)
+                                     flux_block_macs(h, dims.mlp_hidden, tokens, attention_matmuls), constant)
 
 
 # ------------------------------------------------------------------ block computations
@@ -105,18 +111,48 @@ def _linear_rows(layer: torch.nn.Module, x: torch.Tensor, start: int, stop: int)
     return out
 
 
+def _add_gated(x: torch.Tensor, value: torch.Tensor, gate: torch.Tensor, modulation_dims) -> torch.Tensor:
+    return x + _gate(value, gate, modulation_dims)
+
+
+@dataclass(frozen=True)
+class BlockMath:
+    """Where a FLUX-style block's modulation comes from and how it is applied.
+
+    Chroma's blocks compute exactly what FLUX's do, but take precomputed modulations as ``vec`` and
+    use ``addcmul`` (one fused rounding on GPUs); bit-identity needs its own expressions.
+    """
+
+    double_mods: Callable   # (block, vec) -> ((img_mod1, img_mod2), (txt_mod1, txt_mod2))
+    single_mod: Callable    # (block, vec) -> the single block's ModulationOut
+    modulate: Callable      # (x, mod, modulation_dims) -> x * (1 + mod.scale) + mod.shift
+    add_gated: Callable     # (x, value, gate, modulation_dims) -> x + gate * value, never writing into value
+
+
+def _flux_double_mods(block, vec):
+    return block.img_mod(vec), block.txt_mod(vec)
+
+
+def _flux_single_mod(block, vec):
+    return block.modulation(vec)[0]
+
+
+FLUX_MATH = BlockMath(_flux_double_mods, _flux_single_mod, _modulate, _add_gated)
+
+
 def double_block_forward(rt: CacheRuntime, bit: int, block, img, txt, vec, pe, attn_mask=None,
-                         modulation_dims_img=None, modulation_dims_txt=None, transformer_options={}):
+                         modulation_dims_img=None, modulation_dims_txt=None, transformer_options={},
+                         block_math: BlockMath = FLUX_MATH):
     """``DoubleStreamBlock.forward`` with its three components routed through the runtime."""
     from comfy.ldm.flux.math import attention
-    img_mod1, img_mod2 = block.img_mod(vec)
-    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    (img_mod1, img_mod2), (txt_mod1, txt_mod2) = block_math.double_mods(block, vec)
+    modulate, add_gated = block_math.modulate, block_math.add_gated
 
     def joint_attention():
-        img_qkv = block.img_attn.qkv(_modulate(block.img_norm1(img), img_mod1, modulation_dims_img))
+        img_qkv = block.img_attn.qkv(modulate(block.img_norm1(img), img_mod1, modulation_dims_img))
         img_q, img_k, img_v = img_qkv.view(img_qkv.shape[0], img_qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
         img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
-        txt_qkv = block.txt_attn.qkv(_modulate(block.txt_norm1(txt), txt_mod1, modulation_dims_txt))
+        txt_qkv = block.txt_attn.qkv(modulate(block.txt_norm1(txt), txt_mod1, modulation_dims_txt))
         txt_q, txt_k, txt_v = txt_qkv.view(txt_qkv.shape[0], txt_qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
         txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
         if block.flipped_img_txt:
@@ -130,24 +166,24 @@ def double_block_forward(rt: CacheRuntime, bit: int, block, img, txt, vec, pe, a
         return block.img_attn.proj(img_attn), block.txt_attn.proj(txt_attn)
 
     img_attn_out, txt_attn_out = rt.component(bit, joint_attention)
-    img = img + _gate(img_attn_out, img_mod1.gate, modulation_dims_img)
-    img_mlp_out = rt.component(bit + 1, lambda: block.img_mlp(_modulate(block.img_norm2(img), img_mod2, modulation_dims_img)))
-    img = img + _gate(img_mlp_out, img_mod2.gate, modulation_dims_img)
+    img = add_gated(img, img_attn_out, img_mod1.gate, modulation_dims_img)
+    img_mlp_out = rt.component(bit + 1, lambda: block.img_mlp(modulate(block.img_norm2(img), img_mod2, modulation_dims_img)))
+    img = add_gated(img, img_mlp_out, img_mod2.gate, modulation_dims_img)
 
-    txt = txt + _gate(txt_attn_out, txt_mod1.gate, modulation_dims_txt)
-    txt_mlp_out = rt.component(bit + 2, lambda: block.txt_mlp(_modulate(block.txt_norm2(txt), txt_mod2, modulation_dims_txt)))
-    txt = txt + _gate(txt_mlp_out, txt_mod2.gate, modulation_dims_txt)
+    txt = add_gated(txt, txt_attn_out, txt_mod1.gate, modulation_dims_txt)
+    txt_mlp_out = rt.component(bit + 2, lambda: block.txt_mlp(modulate(block.txt_norm2(txt), txt_mod2, modulation_dims_txt)))
+    txt = add_gated(txt, txt_mlp_out, txt_mod2.gate, modulation_dims_txt)
     if txt.dtype == torch.float16:
         txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
     return img, txt
 
 
 def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mask=None, modulation_dims=None,
-                         transformer_options={}):
+                         transformer_options={}, block_math: BlockMath = FLUX_MATH):
     """``SingleStreamBlock.forward`` with attention, MLP input and output projection routed through the runtime."""
     from comfy.ldm.flux.math import attention
-    mod, _ = block.modulation(vec)
-    x_mod = _modulate(block.pre_norm(x), mod, modulation_dims)
+    mod = block_math.single_mod(block, vec)
+    x_mod = block_math.modulate(block.pre_norm(x), mod, modulation_dims)
     h3, mlp_hidden = 3 * block.hidden_size, block.mlp_hidden_dim
 
     def attend(qkv):
@@ -163,7 +199,7 @@ def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mas
         attn = rt.component(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
         mlp_in = rt.component(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
     output = rt.component(bit + 2, lambda: block.linear2(torch.cat((attn, block.mlp_act(mlp_in)), 2)))
-    x = x + _gate(output, mod.gate, modulation_dims)
+    x = block_math.add_gated(x, output, mod.gate, modulation_dims)
     if x.dtype == torch.float16:
         x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x
@@ -178,6 +214,7 @@ class DoubleBlockReplacement:
     index: int
     bit: int
     blocks_attr: str = "double_blocks"
+    block_math: BlockMath = FLUX_MATH
 
     @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, args: dict, extra: dict) -> dict:
@@ -189,7 +226,7 @@ class DoubleBlockReplacement:
             rt, self.bit, block, args["img"], args["txt"], args["vec"], args["pe"],
             attn_mask=args.get("attn_mask", args.get("attention_mask")),
             modulation_dims_img=args.get("modulation_dims_img"), modulation_dims_txt=args.get("modulation_dims_txt"),
-            transformer_options=args.get("transformer_options", {}))
+            transformer_options=args.get("transformer_options", {}), block_math=self.block_math)
         return {"img": img, "txt": txt}
 
 
@@ -198,6 +235,7 @@ class SingleBlockReplacement:
     index: int
     bit: int
     blocks_attr: str = "single_blocks"
+    block_math: BlockMath = FLUX_MATH
 
     @torch.compiler.disable
     def __call__(self, args: dict, extra: dict) -> dict:
@@ -208,19 +246,20 @@ class SingleBlockReplacement:
         img = single_block_forward(
             rt, self.bit, block, args["img"], args["vec"], args["pe"],
             attn_mask=args.get("attn_mask", args.get("attention_mask")),
-            modulation_dims=args.get("modulation_dims"), transformer_options=args.get("transformer_options", {}))
+            modulation_dims=args.get("modulation_dims"), transformer_options=args.get("transformer_options", {}),
+            block_math=self.block_math)
         return {"img": img}
 
 
-def install_flux_replacements(patcher: Any, layout: Layout) -> None:
+def install_flux_replacements(patcher: Any, layout: Layout, block_math: BlockMath = FLUX_MATH) -> None:
     offsets = layout.offsets()
     double, single = layout.group("double_blocks"), layout.group("single_blocks")
     for i in range(double.blocks):
-        patcher.set_model_patch_replace(DoubleBlockReplacement(i, offsets["double_blocks"] + 3 * i),
-                                        "dit", "double_block", i)
+        patcher.set_model_patch_replace(
+            DoubleBlockReplacement(i, offsets["double_blocks"] + 3 * i, block_math=block_math), "dit", "double_block", i)
     for i in range(single.blocks):
-        patcher.set_model_patch_replace(SingleBlockReplacement(i, offsets["single_blocks"] + 3 * i),
-                                        "dit", "single_block", i)
+        patcher.set_model_patch_replace(
+            SingleBlockReplacement(i, offsets["single_blocks"] + 3 * i, block_math=block_math), "dit", "single_block", i)
 
 
 class FluxAdapter(FamilyAdapter):

@@ -1,0 +1,107 @@
+"""Chroma in ComfyUI's ``comfy.ldm.chroma``.
+
+Chroma's blocks are FLUX's without a per-block ``Modulation``: one "distilled guidance"
+approximator computes every block's shift/scale/gate up front, and ``forward_orig`` hands each block
+its slice as ``vec``. The components are FLUX's (double: joint ``attn``, ``img_mlp``, ``txt_mlp``;
+single: ``attn``, ``mlp_in``, ``out_proj``) and the block computations are FLUX's
+(``flux.double_block_forward`` / ``single_block_forward``) with Chroma's ``BlockMath``: the
+modulation is taken from ``vec`` and applied with ``addcmul`` as Chroma's blocks do. Chroma's
+blocks add their residuals in place (``addcmul_``); here they are added out of place, so no cached
+output is ever written into.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from ..costs import CostTable, linear_macs
+from ..schedule import Layout
+from .base import CallTokens, FamilyAdapter
+from .flux import BlockMath, flux_block_macs, flux_layout, install_flux_replacements
+
+#: Rows of the approximator's input, hard-coded in ``Chroma.forward_orig`` (enough for 19 + 38 blocks).
+MODULATION_INDEX_LENGTH = 344
+
+
+def _chroma_double_mods(block, vec):
+    return vec  # ((img_mod1, img_mod2), (txt_mod1, txt_mod2)), sliced by Chroma.get_modulations
+
+
+def _chroma_single_mod(block, vec):
+    return vec
+
+
+def _chroma_modulate(x: torch.Tensor, mod, modulation_dims) -> torch.Tensor:
+    return torch.addcmul(mod.shift, 1 + mod.scale, x)
+
+
+def _chroma_add_gated(x: torch.Tensor, value: torch.Tensor, gate: torch.Tensor, modulation_dims) -> torch.Tensor:
+    return torch.addcmul(x, gate, value)  # Chroma's ``x.addcmul_(gate, value)``, out of place
+
+
+CHROMA_MATH = BlockMath(_chroma_double_mods, _chroma_single_mod, _chroma_modulate, _chroma_add_gated)
+
+
+@dataclass(frozen=True)
+class ChromaDims:
+    hidden: int
+    mlp_hidden: int
+    depth: int
+    depth_single: int
+    in_channels: int        # img_in fan-in (latent channels × patch²)
+    out_channels: int       # final layer fan-out
+    context_in: int
+    approximator_in: int
+    approximator_hidden: int
+    approximator_out: int
+    approximator_layers: int
+
+    @classmethod
+    def of(cls, dm: torch.nn.Module) -> "ChromaDims":
+        p = dm.params
+        return cls(hidden=p.hidden_size, mlp_hidden=int(p.hidden_size * p.mlp_ratio), depth=p.depth,
+                   depth_single=p.depth_single_blocks, in_channels=dm.img_in.in_features,
+                   out_channels=dm.final_layer.linear.out_features, context_in=p.context_in_dim,
+                   approximator_in=p.in_dim, approximator_hidden=p.hidden_dim, approximator_out=p.out_dim,
+                   approximator_layers=p.n_layers)
+
+
+def chroma_layout(depth: int, depth_single: int) -> Layout:
+    return flux_layout(depth, depth_single, family="chroma")
+
+
+def chroma_costs(dims: ChromaDims, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
+    h, img, txt = dims.hidden, tokens.image, tokens.text
+    a = dims.approximator_hidden
+    approximator = MODULATION_INDEX_LENGTH * (dims.approximator_in * a + dims.approximator_layers * 2 * a * a
+                                              + a * dims.approximator_out)
+    constant = (linear_macs(img, dims.in_channels, h) + linear_macs(txt, dims.context_in, h) + approximator
+                + linear_macs(img, h, dims.out_channels))
+    return CostTable.from_components(chroma_layout(dims.depth, dims.depth_single),
+                                     flux_block_macs(h, dims.mlp_hidden, tokens, attention_matmuls), constant)
+
+
+class ChromaAdapter(FamilyAdapter):
+    family = "chroma"
+    model_classes = (("comfy.ldm.chroma.model", "Chroma"),)
+    variants = {"Chroma": "chroma"}
+
+    def layout(self, dm: torch.nn.Module) -> Layout:
+        return chroma_layout(len(dm.double_blocks), len(dm.single_blocks))
+
+    def install(self, patcher: Any, layout: Layout) -> None:
+        install_flux_replacements(patcher, layout, block_math=CHROMA_MATH)
+
+    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
+        p = dm.patch_size
+        h, w = x.shape[-2], x.shape[-1]
+        return CallTokens(image=((h + p // 2) // p) * ((w + p // 2) // p),
+                          text=0 if context is None else int(context.shape[1]))
+
+    def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
+        return chroma_costs(ChromaDims.of(dm), tokens, attention_matmuls)
+
+
+ADAPTERS = (ChromaAdapter(),)
