@@ -1,4 +1,5 @@
-"""Chroma inside real ComfyUI (COMFYUI_PATH): a tiny random-weight Chroma built from ComfyUI's own classes."""
+"""Chroma and Chroma Radiance inside real ComfyUI (COMFYUI_PATH): tiny random-weight models built from
+ComfyUI's own classes."""
 from __future__ import annotations
 
 import pytest
@@ -11,24 +12,32 @@ from family_checks import (apply, assert_all_compute_is_identical, assert_cached
 
 pytestmark = pytest.mark.comfy
 
-SIZE = 64  # 32×32 latent, 256 image tokens
+SIZE = 64  # Chroma: 32×32 latent, 256 image tokens; Radiance: 64×64 pixels in 8×8 patches, 64 image tokens
+
+CLASSES = {"chroma": ("comfy.ldm.chroma.model", "Chroma"),
+           "chroma-radiance": ("comfy.ldm.chroma_radiance.model", "ChromaRadiance")}
 
 
-@pytest.fixture(scope="module")
-def chroma():
-    from optimizer.presets.chroma import TinyChroma
-    spec = TinyChroma()
+def build_spec(name: str):
+    from optimizer.presets.chroma import TinyChroma, TinyChromaRadiance
+    return TinyChroma() if name == "chroma" else TinyChromaRadiance()
+
+
+@pytest.fixture(scope="module", params=list(CLASSES))
+def chroma(request):
+    spec = build_spec(request.param)
     return spec, spec.build(seed=0)
 
 
-def test_the_tiny_model_is_comfyuis_chroma_and_gets_the_chroma_adapter(chroma):
+def test_the_tiny_models_are_comfyuis_classes_and_get_the_chroma_adapter(chroma):
     from ecad_nodes.families import adapter_for
     spec, model = chroma
     dm = model.model.diffusion_model
-    assert (type(dm).__module__, type(dm).__name__) == ("comfy.ldm.chroma.model", "Chroma")
-    assert type(model.model.model_config).__name__ == "Chroma"
+    variant = "chroma-radiance" if spec.latent_channels == 3 else "chroma"
+    assert (type(dm).__module__, type(dm).__name__) == CLASSES[variant]
+    assert type(model.model.model_config).__name__ == CLASSES[variant][1]
     adapter = adapter_for(model.model)
-    assert adapter.family == "chroma" and adapter.variant(model.model) == "chroma"
+    assert adapter.family == "chroma" and adapter.variant(model.model) == variant
     layout = layout_of(model)
     assert [(g.name, g.blocks, g.components) for g in layout.groups] == [
         ("double_blocks", spec.depth, ("attn", "img_mlp", "txt_mlp")),
@@ -53,6 +62,12 @@ def test_components_run_exactly_where_the_mask_says_per_stream(chroma, negative_
 def test_skipped_components_really_skip_their_matmuls(chroma):
     spec, model = chroma
     assert_flops_follow_the_cost_model(model, spec, width=SIZE, height=SIZE)
+
+
+def test_the_cost_model_counts_radiances_linear_nerf_head_untiled():
+    from dataclasses import replace
+    spec = replace(build_spec("chroma-radiance"), nerf_final_head="linear", nerf_tile_size=0)
+    assert_flops_follow_the_cost_model(spec.build(seed=0), spec, width=SIZE, height=SIZE)
 
 
 def test_fora2_halves_the_component_calls_and_leaves_the_base_model_alone(chroma):

@@ -1,4 +1,5 @@
-"""Chroma in ComfyUI's ``comfy.ldm.chroma``.
+"""Chroma in ComfyUI's ``comfy.ldm.chroma``, and Chroma Radiance (``comfy.ldm.chroma_radiance``, the same
+blocks on pixel patches with a NeRF head instead of a VAE latent).
 
 Chroma's blocks are FLUX's without a per-block ``Modulation``: one "distilled guidance"
 approximator computes every block's shift/scale/gate up front, and ``forward_orig`` hands each block
@@ -50,8 +51,6 @@ class ChromaDims:
     mlp_hidden: int
     depth: int
     depth_single: int
-    in_channels: int        # img_in fan-in (latent channels × patch²)
-    out_channels: int       # final layer fan-out
     context_in: int
     approximator_in: int
     approximator_hidden: int
@@ -62,31 +61,47 @@ class ChromaDims:
     def of(cls, dm: torch.nn.Module) -> "ChromaDims":
         p = dm.params
         return cls(hidden=p.hidden_size, mlp_hidden=int(p.hidden_size * p.mlp_ratio), depth=p.depth,
-                   depth_single=p.depth_single_blocks, in_channels=dm.img_in.in_features,
-                   out_channels=dm.final_layer.linear.out_features, context_in=p.context_in_dim,
-                   approximator_in=p.in_dim, approximator_hidden=p.hidden_dim, approximator_out=p.out_dim,
-                   approximator_layers=p.n_layers)
+                   depth_single=p.depth_single_blocks, context_in=p.context_in_dim, approximator_in=p.in_dim,
+                   approximator_hidden=p.hidden_dim, approximator_out=p.out_dim, approximator_layers=p.n_layers)
 
 
 def chroma_layout(depth: int, depth_single: int) -> Layout:
     return flux_layout(depth, depth_single, family="chroma")
 
 
-def chroma_costs(dims: ChromaDims, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-    h, img, txt = dims.hidden, tokens.image, tokens.text
+def chroma_costs(dims: ChromaDims, tokens: CallTokens, image_io_macs: float, attention_matmuls: bool = False) -> CostTable:
+    """``image_io_macs``: what turns the image into tokens and tokens back into the output, per batch row."""
     a = dims.approximator_hidden
     approximator = MODULATION_INDEX_LENGTH * (dims.approximator_in * a + dims.approximator_layers * 2 * a * a
                                               + a * dims.approximator_out)
-    constant = (linear_macs(img, dims.in_channels, h) + linear_macs(txt, dims.context_in, h) + approximator
-                + linear_macs(img, h, dims.out_channels))
+    constant = linear_macs(tokens.text, dims.context_in, dims.hidden) + approximator + image_io_macs
     return CostTable.from_components(chroma_layout(dims.depth, dims.depth_single),
-                                     flux_block_macs(h, dims.mlp_hidden, tokens, attention_matmuls), constant)
+                                     flux_block_macs(dims.hidden, dims.mlp_hidden, tokens, attention_matmuls), constant)
+
+
+def latent_image_io_macs(dm: torch.nn.Module, image_tokens: int) -> float:
+    """Chroma: a linear patch embedding in, a final linear layer out."""
+    h = dm.params.hidden_size
+    return linear_macs(image_tokens, dm.img_in.in_features, h) + linear_macs(image_tokens, h, dm.final_layer.linear.out_features)
+
+
+def pixel_image_io_macs(dm: torch.nn.Module, image_tokens: int) -> float:
+    """Chroma Radiance: a patchifying convolution in, and out a NeRF head that runs per pixel, its MLP
+    weights generated per patch from the patch's token."""
+    p = dm.params
+    pixels = p.patch_size ** 2
+    nerf, inner = p.nerf_hidden_size, p.nerf_hidden_size * p.nerf_mlp_ratio
+    patch_in = p.in_channels * pixels * p.hidden_size
+    embedder = pixels * (p.in_channels + p.nerf_max_freqs ** 2) * nerf
+    nerf_block = p.hidden_size * 3 * nerf * inner + pixels * 3 * nerf * inner   # weight generator, then the GLU MLP
+    head = pixels * nerf * p.in_channels * (9 if p.nerf_final_head_type == "conv" else 1)
+    return image_tokens * (patch_in + embedder + p.nerf_depth * nerf_block + head)
 
 
 class ChromaAdapter(FamilyAdapter):
     family = "chroma"
-    model_classes = (("comfy.ldm.chroma.model", "Chroma"),)
-    variants = {"Chroma": "chroma"}
+    model_classes = (("comfy.ldm.chroma.model", "Chroma"), ("comfy.ldm.chroma_radiance.model", "ChromaRadiance"))
+    variants = {"Chroma": "chroma", "ChromaRadiance": "chroma-radiance"}
 
     def layout(self, dm: torch.nn.Module) -> Layout:
         return chroma_layout(len(dm.double_blocks), len(dm.single_blocks))
@@ -95,13 +110,14 @@ class ChromaAdapter(FamilyAdapter):
         install_flux_replacements(patcher, layout, block_math=CHROMA_MATH)
 
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
-        p = dm.patch_size
+        p = dm.patch_size  # 2 on latents (Chroma), 16 on pixels (Radiance); both pad to whole patches
         h, w = x.shape[-2], x.shape[-1]
-        return CallTokens(image=((h + p // 2) // p) * ((w + p // 2) // p),
+        return CallTokens(image=((h + p - 1) // p) * ((w + p - 1) // p),
                           text=0 if context is None else int(context.shape[1]))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-        return chroma_costs(ChromaDims.of(dm), tokens, attention_matmuls)
+        io = pixel_image_io_macs if hasattr(dm, "nerf_blocks") else latent_image_io_macs
+        return chroma_costs(ChromaDims.of(dm), tokens, io(dm, tokens.image), attention_matmuls)
 
 
 ADAPTERS = (ChromaAdapter(),)

@@ -45,6 +45,30 @@ class TinyChroma(_ImageLatent):
         return [[torch.randn(1, tokens or 16, self.context_dim, generator=gen), {"pooled_output": None}]]
 
 
+@dataclass(frozen=True)
+class TinyChromaRadiance(TinyChroma):
+    """Chroma Radiance: Chroma's blocks on pixel patches, decoded by a NeRF head (no VAE)."""
+
+    patch: int = 8                     # 16 in the released model
+    nerf_hidden: int = 16
+    nerf_mlp_ratio: int = 2
+    nerf_depth: int = 2
+    nerf_max_freqs: int = 4
+    nerf_tile_size: int = 32           # patches per NeRF tile; 0 disables tiling
+    nerf_final_head: str = "conv"
+    latent_channels: int = 3
+
+    def unet_config(self) -> dict[str, Any]:
+        return {**super().unet_config(), "image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3,
+                "patch_size": self.patch, "nerf_hidden_size": self.nerf_hidden, "nerf_mlp_ratio": self.nerf_mlp_ratio,
+                "nerf_depth": self.nerf_depth, "nerf_max_freqs": self.nerf_max_freqs,
+                "nerf_tile_size": self.nerf_tile_size, "nerf_final_head_type": self.nerf_final_head,
+                "nerf_embedder_dtype": torch.float32}
+
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.latent_channels, height, width)  # pixel space
+
+
 PRESETS = (
     # ComfyUI's Chroma template: SamplerCustomAdvanced with CFGGuider 3.5, beta schedule, ModelSamplingAuraFlow 1.
     Preset(name="chroma1-hd", family="chroma",
