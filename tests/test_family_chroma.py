@@ -118,3 +118,14 @@ def test_only_the_chroma_adapter_claims_chroma_and_it_installs_chroma_block_math
     assert sorted(replacements) == sorted([("double_block", i) for i in range(spec.depth)]
                                           + [("single_block", i) for i in range(spec.depth_single)])
     assert all(r.block_math == CHROMA_MATH for r in replacements.values())
+
+
+def test_presets_and_the_benchmark_model():
+    from ecad_nodes.families import adapter_for
+    from optimizer.presets import benchmark_models, preset
+    real, tiny = preset("chroma1-hd"), preset("tiny-chroma")
+    assert real.family == tiny.family == "chroma" and real.files is not None and real.cfg > 1
+    assert adapter_for(tiny.tiny.build(seed=0).model).family == "chroma"
+    [bench] = [b for b in benchmark_models() if b.name == "chroma"]
+    latent = bench.spec.empty_latent(bench.height, bench.width)
+    assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens

@@ -103,3 +103,15 @@ def test_cached_outputs_are_never_written_into(hunyuan, monkeypatch, token_wise)
     spec, model = hunyuan
     kwargs = dict(positive=image_to_video(spec, 1), negative=image_to_video(spec, 2, tokens=5)) if token_wise else {}
     assert_cached_outputs_stay_untouched(model, spec, monkeypatch, cfg=3.0, width=SIZE, height=SIZE, **kwargs)
+
+
+def test_presets_and_the_benchmark_model():
+    from ecad_nodes.families import adapter_for
+    from optimizer.presets import benchmark_models, preset
+    real, tiny = preset("hunyuan-video-t2v"), preset("tiny-hunyuan-video")
+    assert real.family == tiny.family == "hunyuan_video" and real.files is not None and real.frames == 73
+    assert tiny.frames == tiny.tiny.frames and tiny.tiny.empty_latent(tiny.height, tiny.width).shape[2] >= 2
+    assert adapter_for(tiny.tiny.build(seed=0).model).family == "hunyuan_video"
+    [bench] = [b for b in benchmark_models() if b.name == "hunyuan_video"]
+    latent = bench.spec.empty_latent(bench.height, bench.width)
+    assert latent.shape[2] >= 2 and latent.shape[2] * (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024

@@ -104,3 +104,14 @@ def test_a_skipped_joint_attention_yields_both_streams_of_its_last_computed_step
     for step, source in ((1, 0), (2, 0), (4, 3), (5, 3)):
         assert all(torch.equal(a, b) for a, b in zip(seen[step], seen[source]))
     assert not torch.equal(seen[3][0], seen[0][0]) and not torch.equal(seen[3][1], seen[0][1])
+
+
+def test_presets_and_the_benchmark_model():
+    from ecad_nodes.families import adapter_for
+    from optimizer.presets import benchmark_models, preset
+    real, tiny = preset("qwen-image"), preset("tiny-qwen-image")
+    assert real.family == tiny.family == "qwen_image" and real.files is not None and real.cfg > 1
+    assert adapter_for(tiny.tiny.build(seed=0).model).family == "qwen_image"
+    [bench] = [b for b in benchmark_models() if b.name == "qwen_image"]
+    latent = bench.spec.empty_latent(bench.height, bench.width)
+    assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens
