@@ -64,6 +64,23 @@ class TinyHunyuanVideo:
         return torch.zeros(batch, self.latent_channels, (self.frames - 1) // 4 + 1, height // 8, width // 8)
 
 
+@dataclass(frozen=True)
+class TinyHunyuanImage21(TinyHunyuanVideo):
+    """HunyuanImage 2.1: the same class on 2-D latents (64 channels, 1×1 patches), without a pooled-text vector."""
+
+    latent_channels: int = 64
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "vec_in_dim": None, "axes_dim": [64, 64], "patch_size": [1, 1]}
+
+    def conditioning(self, seed: int, tokens: int | None = None, guidance: float = 3.5) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[torch.randn(1, tokens or 16, self.context_dim, generator=gen), {"guidance": guidance}]]
+
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.latent_channels, height // 32, width // 32)  # a 32× VAE
+
+
 PRESETS = (
     # ComfyUI's HunyuanVideo template: 848×480, 73 frames, 20 euler steps, FluxGuidance 6, no CFG, shift 7.
     Preset(name="hunyuan-video-t2v", family="hunyuan_video",
