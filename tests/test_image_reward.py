@@ -177,6 +177,23 @@ def test_files_are_found_in_comfyuis_image_reward_folder(tiny_files, tmp_path, n
     assert np.isfinite(metric.score(_images(2), PROMPTS[:2])).all()
 
 
+@pytest.mark.comfy
+def test_inside_comfyui_registered_image_reward_folders_come_first(tiny_files, tmp_path, monkeypatch):
+    import folder_paths
+    registered = tmp_path / "extra" / "image_reward"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "image_reward", ([str(registered)], set()))
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)  # folder_paths alone must be enough
+    with pytest.raises(MetricUnavailable) as e:
+        make_metric("image_reward")
+    assert f"put it at {registered / 'ImageReward.pt'}" in str(e.value)
+    registered.mkdir(parents=True)
+    (registered / "ImageReward.pt").symlink_to(tiny_files["weights"])
+    (registered / "med_config.json").symlink_to(tiny_files["med_config"])
+    (registered / "bert-base-uncased").symlink_to(tiny_files["tokenizer"], target_is_directory=True)
+    metric = make_metric("image_reward", device="cpu")
+    assert np.isfinite(metric.score(_images(1), PROMPTS[:1])).all()
+
+
 def test_missing_files_are_named_with_the_folder_to_put_them_in(tmp_path, monkeypatch):
     comfy = _fake_comfyui(tmp_path / "ComfyUI")
     with pytest.raises(MetricUnavailable) as e:

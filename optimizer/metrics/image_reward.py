@@ -8,9 +8,9 @@ from local files only, never from the network:
     ComfyUI/models/image_reward/bert-base-uncased/vocab.txt  the BERT tokenizer folder
                                                              (huggingface.co/google-bert/bert-base-uncased)
 
-The folder is ComfyUI's ``image_reward`` model folder when one is registered with ``folder_paths``
-(inside ComfyUI), else ``models/image_reward`` under the ComfyUI root (``comfyui=`` option,
-``COMFYUI_PATH``, or the ComfyUI this pack is installed in). ``weights=``, ``med_config=`` and
+Inside ComfyUI (``folder_paths`` imported) the folders registered as ``image_reward`` come first,
+then ComfyUI's ``models/image_reward``; otherwise ``models/image_reward`` under the ComfyUI root
+(``comfyui=`` option, ``COMFYUI_PATH``, or the ComfyUI this pack is installed in). ``weights=``, ``med_config=`` and
 ``tokenizer=`` name the files directly instead.
 
 Scores are computed in batches with ImageReward's own batched method (``score_gard``: BLIP ViT image
@@ -53,9 +53,11 @@ def _model_folders(comfyui: Optional[str | Path]) -> list[Path]:
     """Where ImageReward's files are looked for, the place to put them first; [] when no ComfyUI is known."""
     folder_paths = sys.modules.get("folder_paths")  # imported: running inside ComfyUI (or after import_comfy)
     if comfyui is None and folder_paths is not None:
-        if FOLDER_NAME in getattr(folder_paths, "folder_names_and_paths", {}):
-            return [Path(p) for p in folder_paths.get_folder_paths(FOLDER_NAME)]
-        return [Path(folder_paths.models_dir) / FOLDER_NAME]
+        folders = []
+        if FOLDER_NAME in getattr(folder_paths, "folder_names_and_paths", {}):  # registered, e.g. extra_model_paths.yaml
+            folders = [Path(p) for p in folder_paths.get_folder_paths(FOLDER_NAME)]
+        default = Path(folder_paths.models_dir) / FOLDER_NAME
+        return folders + ([default] if default not in folders else [])
     from optimizer.comfy_env import ComfyUINotFound, find_comfyui
     try:
         return [find_comfyui(comfyui) / "models" / FOLDER_NAME]
