@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import MetricUnavailable
-from .image_reward_compat import TOKENIZER_MAX_LENGTH, VisionConfig, build_image_reward
+from .image_reward_compat import TOKENIZER_MAX_LENGTH, VisionConfig, build_image_reward, import_image_reward
 
 FOLDER_NAME = "image_reward"  # ComfyUI model folder (folder_paths name and models/ subfolder)
 WEIGHTS_FILE = "ImageReward.pt"
@@ -135,6 +135,11 @@ class ImageRewardMetric:
              tokenizer: Optional[str | Path] = None, comfyui: Optional[str | Path] = None,
              device: Optional[str | torch.device] = None, batch_size: int = 16) -> "ImageRewardMetric":
         files = find_files(weights, med_config, tokenizer, comfyui)
+        try:
+            import_image_reward()
+        except ImportError as e:
+            raise MetricUnavailable(f"Image Reward needs the image-reward package and its dependencies "
+                                    f"(pip install -r requirements-optimizer.txt): {e}") from e
         state = _load_state_dict(files.weights)
         try:
             vision = VisionConfig.of_state_dict(state)
