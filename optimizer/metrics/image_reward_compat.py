@@ -6,7 +6,8 @@ The package as released does not import any more:
   OpenAI's package, which needs ``pkg_resources``) and ReFL training (diffusers, datasets,
   accelerate). Scoring needs none of it, so the ``ImageReward`` and ``ImageReward.models``
   packages are entered without running their ``__init__`` and only ``ImageReward.ImageReward``
-  and ``ImageReward.models.BLIP`` are imported.
+  and ``ImageReward.models.BLIP`` are imported. (In the same process, a later ``import ImageReward``
+  then gets that bare package, without ``ImageReward.load``; its full ``__init__`` fails here anyway.)
 - BLIP's ``med.py`` imports ``apply_chunking_to_forward``, ``prune_linear_layer`` and
   ``find_pruneable_heads_and_indices`` from ``transformers.modeling_utils``; transformers moved
   the first two to ``pytorch_utils`` and removed the last (used only to prune heads). They are
