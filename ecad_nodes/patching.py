@@ -111,6 +111,10 @@ def apply_model_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     x = args[0] if args else kwargs["x"]
     uuids = list(transformer_options.get("uuids") or [None])
+    window = transformer_options.get("context_window")
+    if window is not None:  # context windows: one call per window at the same step, with the same cond uuids
+        frames = tuple(int(i) for i in window.index_list)
+        uuids = [(u, frames) for u in uuids]
     if runtime.model is None:
         base_model = executor.class_obj
         runtime.model = base_model.diffusion_model
