@@ -9,5 +9,8 @@ if __package__:  # pytest may import this file on its own while collecting the r
     from .ecad_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
     library.register_user_folder()
+    from .ecad_nodes.routes import register_with_comfyui
+
+    register_with_comfyui()  # the web extension's /ecad/... routes; nothing outside a ComfyUI server
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

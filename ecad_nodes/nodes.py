@@ -5,6 +5,7 @@ import hashlib
 
 from . import library
 from .patching import apply_ecad
+from .preview import ECADSchedulePreview
 from .schedule import ScheduleError
 
 CATEGORY = "ECAD"
@@ -74,5 +75,7 @@ class ECADApplyCache:
         return (apply_ecad(model, schedule),)
 
 
-NODE_CLASS_MAPPINGS = {"ECADLoadSchedule": ECADLoadSchedule, "ECADApplyCache": ECADApplyCache}
-NODE_DISPLAY_NAME_MAPPINGS = {"ECADLoadSchedule": "ECAD Load Schedule", "ECADApplyCache": "ECAD Apply Cache"}
+NODE_CLASS_MAPPINGS = {"ECADLoadSchedule": ECADLoadSchedule, "ECADApplyCache": ECADApplyCache,
+                       "ECADSchedulePreview": ECADSchedulePreview}
+NODE_DISPLAY_NAME_MAPPINGS = {"ECADLoadSchedule": "ECAD Load Schedule", "ECADApplyCache": "ECAD Apply Cache",
+                              "ECADSchedulePreview": "ECAD Schedule Preview"}
