@@ -11,7 +11,7 @@ import { FrontierPlot } from "./lib/plot_canvas.js";
 
 const NODE_TYPE = "ECADLoadSchedule";
 const PLOT_WIDGET = "ecad_frontier_plot";
-const PLOT_HEIGHT = 170;
+const PLOT_HEIGHT = 180;
 const LOG_PREFIX = "[ComfyUI-ECAD]";
 
 /** Per-node state: the plot, the summary shown, and a counter that drops answers to superseded requests. */

@@ -53,6 +53,8 @@ test("axis titles name the speedup kind and the quality metric", () => {
   assert.match(speedupAxisTitle("mixed"), /measured where known, else MAC ratio/);
   assert.equal(qualityAxisTitle("IR", "image_reward"), "IR (image_reward)");
   assert.equal(qualityAxisTitle("psnr", "psnr"), "psnr");
+  assert.equal(qualityAxisTitle("PSNR", "psnr"), "PSNR"); // no "PSNR (psnr)"
+  assert.equal(qualityAxisTitle(null, "clip_score"), "clip_score");
   assert.equal(qualityAxisTitle(null, null), "no quality figures");
 });
 
@@ -62,12 +64,11 @@ test("the hover box lists what is known about a point, and marks baselines", () 
     quality: 1.04, macs: 3.15e13, full_macs: 9.93e13, latency_ms: 1016.6, computed_fraction: 0.3174,
   };
   assert.deepEqual(tooltipLines(point), [
-    "fast", "speedup 2.58× measured · MAC ratio 3.15×", "IR 1.04 (image_reward)", "31.5 TMAC of 99.3 TMAC",
-    "1017 ms per image", "computes 32% of component calls",
+    "fast", "2.58× measured (MACs 3.15×)", "IR 1.04", "31.5 TMAC of 99.3 TMAC · 32% computed", "1017 ms per image",
   ]);
   const baseline = { name: "FORA every 2 steps", mac_speedup: 1.9, quality_short: "IR", quality_metric: "image_reward", quality: 0.8 };
   assert.deepEqual(tooltipLines(baseline, "baseline"), [
-    "FORA every 2 steps (baseline)", "speedup 1.90× by MACs (not measured)", "IR 0.80 (image_reward)",
-    "baseline for comparison, not a point of this file",
+    "FORA every 2 steps (baseline)", "1.90× by MACs, not measured", "IR 0.80", "for comparison; not a point of this file",
   ]);
+  assert.deepEqual(tooltipLines({ name: "bare" }), ["bare"]);
 });

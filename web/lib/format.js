@@ -58,24 +58,25 @@ export function speedupAxisTitle(kind) {
 /** The y axis title: the metric's short name and full name. */
 export function qualityAxisTitle(short, metric) {
   if (!metric) return "no quality figures";
-  return short && short !== metric ? `${short} (${metric})` : metric;
+  return short && short.toLowerCase() !== metric.toLowerCase() ? `${short} (${metric})` : short || metric;
 }
 
 /** Lines of the hover box for a point or baseline summary (as /ecad/schedules/summary returns them). */
 export function tooltipLines(point, role = "point") {
   const lines = [role === "baseline" ? `${point.name} (baseline)` : point.name];
   if (finite(point.measured_speedup)) {
-    const macs = finite(point.mac_speedup) ? ` · MAC ratio ${point.mac_speedup.toFixed(2)}×` : "";
-    lines.push(`speedup ${point.measured_speedup.toFixed(2)}× measured${macs}`);
+    const macs = finite(point.mac_speedup) ? ` (MACs ${point.mac_speedup.toFixed(2)}×)` : "";
+    lines.push(`${point.measured_speedup.toFixed(2)}× measured${macs}`);
   } else if (finite(point.mac_speedup)) {
-    lines.push(`speedup ${point.mac_speedup.toFixed(2)}× by MACs (not measured)`);
+    lines.push(`${point.mac_speedup.toFixed(2)}× by MACs, not measured`);
   }
   const quality = formatQuality(point.quality_short, point.quality);
-  if (quality) lines.push(point.quality_short !== point.quality_metric ? `${quality} (${point.quality_metric})` : quality);
-  const macs = formatMacs(point.macs);
-  if (macs) lines.push(finite(point.full_macs) ? `${macs} of ${formatMacs(point.full_macs)}` : macs);
+  if (quality) lines.push(quality);
+  const work = [];
+  if (finite(point.macs)) work.push(finite(point.full_macs) ? `${formatMacs(point.macs)} of ${formatMacs(point.full_macs)}` : formatMacs(point.macs));
+  if (finite(point.computed_fraction)) work.push(`${(100 * point.computed_fraction).toFixed(0)}% computed`);
+  if (work.length) lines.push(work.join(" · "));
   if (finite(point.latency_ms)) lines.push(`${point.latency_ms.toFixed(0)} ms per image`);
-  if (finite(point.computed_fraction)) lines.push(`computes ${(100 * point.computed_fraction).toFixed(0)}% of component calls`);
-  if (role === "baseline") lines.push("baseline for comparison, not a point of this file");
+  if (role === "baseline") lines.push("for comparison; not a point of this file");
   return lines;
 }

@@ -48,7 +48,7 @@ export class FrontierPlot {
     this.tooltip.className = "ecad-frontier-tooltip";
     Object.assign(this.tooltip.style, {
       position: "absolute", display: "none", pointerEvents: "none", whiteSpace: "pre", zIndex: "1",
-      font: "11px sans-serif", lineHeight: "1.35", padding: "4px 6px", borderRadius: "4px",
+      font: "10px sans-serif", lineHeight: "1.3", padding: "3px 5px", borderRadius: "4px",
       background: "rgba(20,20,20,0.92)", color: "#eee", border: "1px solid #555",
     });
     this.element.append(this.canvas, this.tooltip);
@@ -152,10 +152,16 @@ export class FrontierPlot {
     } else {
       this.tooltip.textContent = tooltipLines(mark.point, mark.role).join("\n");
       this.tooltip.style.display = "block";
-      const { width } = this.#size();
-      const left = mark.px + 10;
-      this.tooltip.style.left = `${Math.max(2, Math.min(left, width - this.tooltip.offsetWidth - 2))}px`;
-      this.tooltip.style.top = `${Math.max(2, mark.py - this.tooltip.offsetHeight - 8)}px`;
+      // A frontier falls from top left to bottom right: the box goes up-right of a mark in the left half and
+      // down-left of one in the right half, where the plot is empty.
+      const { width, height } = this.#size();
+      const boxWidth = this.tooltip.offsetWidth;
+      const boxHeight = this.tooltip.offsetHeight;
+      const leftHalf = mark.px < width / 2;
+      const left = leftHalf ? mark.px + 12 : mark.px - 12 - boxWidth;
+      const top = leftHalf ? mark.py - 8 - boxHeight : mark.py + 8;
+      this.tooltip.style.left = `${Math.max(2, Math.min(left, width - boxWidth - 2))}px`;
+      this.tooltip.style.top = `${Math.max(2, Math.min(top, height - boxHeight - 2))}px`;
     }
     this.draw();
   }
@@ -244,9 +250,33 @@ function drawAxes(ctx, model, colours) {
   ctx.textAlign = "left";
   ctx.fillText(`↑ ${model.yTitle}`, area.left + 2, area.top - 3);
   if (model.omitted > 0) {
-    ctx.textAlign = "right";
-    ctx.fillText(`${model.omitted} without figures not drawn`, area.right, area.top - 3);
+    ctx.font = "10px sans-serif";
+    ctx.textAlign = "left";
+    ctx.fillText(`${model.omitted} without figures not drawn`, 4, area.bottom + 30);
   }
+  if (model.marks.some((m) => m.role === "baseline")) drawLegend(ctx, area, colours);
+}
+
+/** Top right: which mark is which (file points are joined by the frontier line). */
+function drawLegend(ctx, area, colours) {
+  ctx.font = "10px sans-serif";
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  const y = area.top - 9;
+  const baselineText = "baselines";
+  const pointText = "points";
+  let x = area.right - ctx.measureText(baselineText).width;
+  ctx.fillStyle = colours.muted;
+  ctx.fillText(baselineText, x, y);
+  ctx.strokeStyle = colours.baseline;
+  ctx.lineWidth = 1.5;
+  ctx.strokeRect(x - 11, y - 3.5, 7, 7);
+  x -= 22 + ctx.measureText(pointText).width;
+  ctx.fillText(pointText, x, y);
+  ctx.fillStyle = colours.point;
+  ctx.beginPath();
+  ctx.arc(x - 7, y, 3.5, 0, 2 * Math.PI);
+  ctx.fill();
 }
 
 function drawMarks(ctx, model, hovered, colours) {
