@@ -268,3 +268,18 @@ def test_context_windows_keep_one_cache_per_window(long_t2v):
     assert list(report.evaluations) == [2] * 6  # one model call per window and step
     assert len(report.streams) == 2 and {frames for _, frames in report.streams} == {(0, 1), (2, 3)}
     assert_ran_as_planned(report, report.planned, streams=2, evaluations_per_step=[1] * 6)
+
+
+def test_presets_and_the_benchmark_model():
+    from ecad_nodes.families import adapter_for
+    from optimizer.presets import benchmark_models, preset
+    real = [preset(name) for name in ("wan2.1-t2v-1.3b", "wan2.1-i2v-480p", "wan2.2-ti2v-5b")]
+    tiny = preset("tiny-wan")
+    assert {p.family for p in real + [tiny]} == {"wan"}
+    assert all(p.files is not None and p.cfg > 1 and p.frames > 1 for p in real)
+    assert adapter_for(tiny.tiny.build(seed=0).model).family == "wan"
+    latent = tiny.tiny.empty_latent(tiny.height, tiny.width)
+    assert latent.ndim == 5 and latent.shape[2] >= 2
+    [bench] = [b for b in benchmark_models() if b.name == "wan"]
+    latent = bench.spec.empty_latent(bench.height, bench.width)
+    assert latent.shape[2] >= 2 and latent.shape[2] * (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024

@@ -81,9 +81,9 @@ PRESETS = (
            width=128, height=128, population=12, generations=8, metric="fidelity", prompts=8, images_per_prompt=1),
 )
 
-# hidden 512 (4 heads of 128), 2 double + 4 single blocks, 4 routed experts (top 2) + a shared one,
-# 1024 image tokens (512² image); no CFG, as HiDream-I1 dev and fast run
+# hidden 512 (4 heads of 128), 2 double + 2 single blocks with 4 routed experts (top 2) + a shared one
+# (each expert feed-forward costs about 3× a FLUX MLP), 1024 image tokens (512² image); no CFG, as dev and fast run
 BENCHMARK_MODELS = (
-    BenchmarkModel("hidream", TinyHiDream(heads=4, head_dim=128, depth=2, depth_single=4, t5_dim=256, llama_dim=256,
+    BenchmarkModel("hidream", TinyHiDream(heads=4, head_dim=128, depth=2, depth_single=2, t5_dim=256, llama_dim=256,
                                           axes_dim=(64, 32, 32)), width=512, height=512),
 )

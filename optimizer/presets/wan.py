@@ -129,7 +129,7 @@ PRESETS = (
            images_per_prompt=1),
 )
 
-# dim 512 (4 heads), 8 blocks, 2 latent frames × 16 × 32 patches = 1024 image tokens
+# dim 512 (4 heads), 4 blocks, 2 latent frames × 16 × 32 patches = 1024 image tokens; CFG batches cond and uncond
 BENCHMARK_MODELS = (
-    BenchmarkModel("wan", TinyWan(dim=512, ffn_dim=2048, depth=8), width=512, height=256, cfg=4.0),
+    BenchmarkModel("wan", TinyWan(dim=512, ffn_dim=2048, depth=4), width=512, height=256, cfg=4.0),
 )
