@@ -195,8 +195,10 @@ async def schedule_summary(request: web.Request) -> web.Response:
 
 def register(table: web.RouteTableDef) -> None:
     """Add the routes to ComfyUI's table (``PromptServer.instance.routes``) before the server adds them to its app."""
+    present = {(getattr(r, "method", None), getattr(r, "path", None)) for r in table}
     for route in routes:
-        table.route(route.method, route.path)(route.handler)
+        if (route.method, route.path) not in present:  # importing the pack twice must not add them twice
+            table.route(route.method, route.path)(route.handler)
 
 
 def register_with_comfyui() -> bool:

@@ -193,6 +193,8 @@ def test_register_adds_both_routes_to_a_route_table():
     table = web.RouteTableDef()
     routes.register(table)
     assert {(r.method, r.path) for r in table} == {("GET", routes.LIST_PATH), ("GET", routes.SUMMARY_PATH)}
+    routes.register(table)
+    assert len(list(table)) == 2
 
 
 def test_outside_comfyui_there_is_no_server_to_register_with():

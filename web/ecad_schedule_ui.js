@@ -138,8 +138,13 @@ function setUpNode(node) {
   void update(node, "first");
 }
 
-function ecadNodes(graph) {
-  return (graph?.nodes ?? []).filter((n) => n.type === NODE_TYPE || n.comfyClass === NODE_TYPE);
+/** Every "ECAD Load Schedule" in the graph, inside subgraphs too. */
+function ecadNodes(graph, found = []) {
+  for (const node of graph?.nodes ?? []) {
+    if (node.isSubgraphNode?.() && node.subgraph) ecadNodes(node.subgraph, found);
+    if (node.type === NODE_TYPE || node.comfyClass === NODE_TYPE) found.push(node);
+  }
+  return found;
 }
 
 app.registerExtension({

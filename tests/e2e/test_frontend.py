@@ -201,7 +201,14 @@ def test_the_schedule_picker_follows_the_file_plots_the_frontier_and_picks_by_cl
     text = tooltip.inner_text()
     assert text.startswith("safe\n") and "by MACs, not measured" in text and "PSNR" in text and "TMAC" in text
 
-    # Back to the FLUX file, which has no point named "quick": the user's switch picks its first point.
+    # The built-in heuristics: their names in the dropdown, and a note instead of a plot (they have no figures).
+    pick_from_combo(page, "schedule", "heuristics (any model)")
+    page.wait_for_function("ecadTest.plotWidget().plot.canvas.dataset.state === 'message'")
+    assert options(page, "point") == [h["label"] for h in server.get(
+        "/api/ecad/schedules/summary?name=heuristics%20(any%20model)")["points"]]
+    assert value(page, "point") == "no caching (reference)"
+
+    # Back to the FLUX file, which has no point of that name: the user's switch picks its first point.
     pick_from_combo(page, "schedule", "flux-dev.json")
     page.wait_for_function(f"ecadTest.widget('point').options.values[0] === {json.dumps(flux[0])}")
     assert options(page, "point") == flux and value(page, "point") == flux[0]
