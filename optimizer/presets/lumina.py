@@ -65,9 +65,11 @@ PRESETS = (
            width=128, height=128, population=12, generations=8, metric="fidelity", prompts=8, images_per_prompt=1),
 )
 
-# hidden 512 (4 query heads of 128, 2 key/value heads), 2 + 2 refiners and 8 blocks, 1024 image tokens (512² image)
+# hidden 512 (4 query heads of 128, 2 key/value heads), 2 + 2 refiners and 8 blocks, 1024 image tokens (512² image);
+# no CFG: Lumina's norms and rotary embeddings do more elementwise work per token than FLUX's; with one batch row a
+# step takes about as long as the FLUX benchmark model's
 BENCHMARK_MODELS = (
     BenchmarkModel("lumina2", TinyLumina2(heads=4, kv_heads=2, head_dim=128, depth=8, caption_dim=256,
                                           axes_dims=(32, 48, 48)),
-                   width=512, height=512, cfg=4.0),
+                   width=512, height=512),
 )
