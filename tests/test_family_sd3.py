@@ -166,6 +166,18 @@ def test_a_wrong_schedule_names_the_groups(sd3, sd35m):
         apply(other, choice)
 
 
+@pytest.mark.parametrize("option", ["scale_mod_only", "swiglu"])
+def test_mmdit_options_comfyuis_loader_never_sets_are_refused_by_name(option):
+    """The block replacement follows the modulation and MLP that detected checkpoints have; others get a clear error."""
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
+    from ecad_nodes.families import UnsupportedModelError, adapter_named
+    from optimizer.presets.sd3 import TinySD3
+    dm = OpenAISignatureMMDITWrapper(operations=comfy.ops.disable_weight_init, **TinySD3(depth=2).params(), **{option: True})
+    with pytest.raises(UnsupportedModelError, match="OpenAISignatureMMDITWrapper: MMDiT blocks with scale-only"):
+        adapter_named("sd3").layout(dm)
+
+
 def test_presets_and_the_benchmark_model():
     from ecad_nodes.families import adapter_for
     from optimizer.presets import benchmark_models, preset

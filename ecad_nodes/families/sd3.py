@@ -78,8 +78,6 @@ def check_supported(dm: torch.nn.Module) -> None:
         for d in (b.context_block, b.x_block):
             if d.scale_mod_only or (hasattr(d, "mlp") and not hasattr(d.mlp, "fc1")):
                 raise UnsupportedModelError(f"{cls}: MMDiT blocks with scale-only modulation or SwiGLU MLPs are not supported")
-    if getattr(dm, "register_length", 0):
-        raise UnsupportedModelError(f"{cls}: MMDiT register tokens are not supported")
 
 
 def sd3_layout(dims: SD3Dims) -> Layout:
@@ -226,7 +224,7 @@ class SD3Adapter(FamilyAdapter):
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
         p = dm.x_embedder.patch_size
         return CallTokens(image=int(np.prod([(n + k - 1) // k for n, k in zip(x.shape[-2:], p)])),
-                          text=0 if context is None else int(context.shape[1]))
+                          text=(0 if context is None else int(context.shape[1])) + dm.register_length)
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         return sd3_costs(SD3Dims.of(dm), tokens, attention_matmuls)
