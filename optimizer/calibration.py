@@ -1,0 +1,52 @@
+"""The prompt × seed set every candidate schedule is scored on.
+
+Every candidate sees the same prompts with the same seeds (common random numbers), and an image's
+noise depends only on its own seed, so a candidate's score does not depend on the order in which
+candidates, prompts or batches are run — the property that lets a resumed search match an
+uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+HOLDOUT_SEED_BASE = 1000   # held-out images use seeds from here on, never seen during the search
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """One image of the calibration set: a prompt and the seed of its noise."""
+
+    prompt_index: int
+    prompt: str
+    seed: int
+
+
+def calibration_items(prompts: Sequence[str], images_per_prompt: int, first_seed: int = 0) -> list[CalibrationItem]:
+    """Each prompt with seeds ``first_seed … first_seed + images_per_prompt - 1`` (the ECAD paper: seeds 0..9)."""
+    return [CalibrationItem(i, p, first_seed + s) for i, p in enumerate(prompts) for s in range(images_per_prompt)]
+
+
+def items_hash(items: Sequence[CalibrationItem]) -> str:
+    """A short stable digest of the prompt/seed set, stored with every evaluation."""
+    doc = json.dumps([[it.prompt, it.seed] for it in items], ensure_ascii=False)
+    return hashlib.sha256(doc.encode("utf-8")).hexdigest()[:16]
+
+
+def prompt_seed(prompt: str) -> int:
+    """A deterministic 63-bit seed for a prompt (tiny models map prompts to seeded random conditioning)."""
+    return int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def by_prompt(items: Sequence[CalibrationItem], batch_size: int) -> list[list[CalibrationItem]]:
+    """Items grouped into batches that share one prompt (one conditioning), at most ``batch_size`` each."""
+    batches: list[list[CalibrationItem]] = []
+    for item in items:
+        last = batches[-1] if batches else None
+        if last and last[0].prompt_index == item.prompt_index and last[0].prompt == item.prompt and len(last) < batch_size:
+            last.append(item)
+        else:
+            batches.append([item])
+    return batches

@@ -1,0 +1,64 @@
+"""The settings that decide what an evaluation means. A run directory keeps them; ``--resume`` with any
+of them changed is refused, because its stored evaluations would no longer be comparable.
+
+Settings that do not change evaluations (generations, output file, frontier size, held-out check)
+may differ between a run and its resumption.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+TOOL_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    preset: str
+    family: str
+    model: dict[str, Any]              # file identities (real weights) or the tiny spec
+    device: str
+    steps: int
+    sampler: str
+    scheduler: str
+    cfg: float
+    guidance: Optional[float]
+    width: int
+    height: int
+    frames: int
+    prompts_source: str
+    calibration_hash: str              # the prompt × seed set (calibration.items_hash)
+    num_prompts: int
+    images_per_prompt: int
+    batch_size: int
+    metric: str
+    metric_files: dict[str, Any]       # identities of the metric's weight files, if any
+    cost: str
+    population: int
+    seed: int
+    crossover_points: int
+    crossover_prob: float
+    mutation_prob: float
+    mutation_bits: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One line per setting that differs, e.g. "steps: the run has 10, now 12"."""
+    lines = []
+    for key in sorted(set(stored) | set(current)):
+        if json.dumps(stored.get(key), sort_keys=True) != json.dumps(current.get(key), sort_keys=True):
+            lines.append(f"{key}: the run has {_show(stored.get(key))}, now {_show(current.get(key))}")
+    return lines
