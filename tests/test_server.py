@@ -1,9 +1,11 @@
 """The pack in a real ComfyUI server (``main.py --cpu``): start-up, /object_info, and workflows through /prompt."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from comfy_server import start_server
+from comfy_server import REPO, start_server
 from conftest import COMFYUI_ROOT
 
 pytestmark = pytest.mark.comfy
@@ -98,3 +100,35 @@ def test_a_schedule_for_another_model_fails_the_prompt_with_a_clear_message(serv
     assert result["status"]["status_str"] == "error"
     message = str(result["status"]["messages"])
     assert "tiny-flux.json: cannot be applied to this model: it is for model family 'flux', but the model is 'pixart'" in message
+
+
+def example_with_testing_models() -> dict:
+    """examples/flux-dev-ecad.api.json with its weight files replaced by the testing pack's random-weight stand-ins."""
+    prompt = json.loads((REPO / "examples" / "flux-dev-ecad.api.json").read_text())
+    stand_ins = {
+        "UNETLoader": {"class_type": "ECADTestTinyModel", "inputs": {"family": "flux", "seed": 0}},
+        "CLIPTextEncode": {"class_type": "ECADTestConditioning", "inputs": {"family": "flux", "seed": 1, "tokens": 8}},
+        "VAELoader": {"class_type": "ECADTestTinyVAE", "inputs": {"seed": 0}},
+    }
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == "DualCLIPLoader":
+            del prompt[node_id]  # its only user, CLIPTextEncode, is replaced
+        elif node["class_type"] in stand_ins:
+            prompt[node_id] = stand_ins[node["class_type"]]
+        elif node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=64, height=64)  # the tiny model at 1024² would only take longer
+    return prompt
+
+
+def test_the_example_workflow_runs_with_testing_models_in_place_of_its_weight_files(server):
+    prompt = example_with_testing_models()
+    assert {n["class_type"] for n in prompt.values()} >= {"ECADLoadSchedule", "ECADApplyCache", "FluxGuidance",
+                                                          "ConditioningZeroOut", "KSampler", "VAEDecode", "SaveImage"}
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "success", result["status"]
+    save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
+    [image] = result["outputs"][save_id]["images"]
+    assert image["type"] == "output" and image["subfolder"] == "ECAD"
+    assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
+    schedule = prompt[next(i for i, n in prompt.items() if n["class_type"] == "ECADLoadSchedule")]["inputs"]
+    assert f"ECAD [heuristics / {schedule['point']}]: computed 50.0% of component calls over 20 steps" in server.log()

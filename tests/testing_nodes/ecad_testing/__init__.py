@@ -60,6 +60,27 @@ class ECADTestLatent:
         return ({"samples": SPECS[family].empty_latent(height, width, batch)},)
 
 
+class ECADTestTinyVAE:
+    """A random-weight TAESD-style VAE for FLUX's 16-channel latents, loaded the way ComfyUI loads taef1."""
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "build"
+    CATEGORY = "ECAD testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0})}}
+
+    def build(self, seed):
+        import comfy.sd
+        from comfy.taesd.taesd import TAESD
+        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the server's global generator
+            torch.manual_seed(seed)
+            state = TAESD(latent_channels=16).state_dict()
+        state["vae_scale"], state["vae_shift"] = torch.tensor(0.3611), torch.tensor(0.1159)  # taef1's, as nodes.VAELoader sets them
+        return (comfy.sd.VAE(sd=state),)
+
+
 class ECADTestLatentStats:
     """An output node reporting the sampled latent's statistics through the history API."""
 
@@ -78,4 +99,5 @@ class ECADTestLatentStats:
                                   "finite": bool(torch.isfinite(x).all())}]}}
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (ECADTestTinyModel, ECADTestConditioning, ECADTestLatent, ECADTestLatentStats)}
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (ECADTestTinyModel, ECADTestConditioning, ECADTestLatent, ECADTestTinyVAE,
+                                                ECADTestLatentStats)}
