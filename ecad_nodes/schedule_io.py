@@ -268,6 +268,15 @@ def dump_schedule(s: ScheduleFile) -> str:
     return json.dumps(schedule_to_json(s), indent=2, ensure_ascii=False) + "\n"
 
 
+def _file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_schedule(s: ScheduleFile, path: Path | str) -> Path:
     """Write atomically: a reader never sees half a file, and a failed write leaves the old one."""
     path = Path(path)
@@ -277,6 +286,7 @@ def save_schedule(s: ScheduleFile, path: Path | str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a ComfyUI run by another user must read it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -135,6 +135,19 @@ def test_saving_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
 
 
+def test_saved_files_are_readable_by_others_as_a_plain_write_would_make_them(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        path = save_schedule(random_schedule(points=1), tmp_path / "new.json")
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o664)
+        save_schedule(random_schedule(points=2), path)  # replacing a file keeps its mode
+        assert path.stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(umask)
+
+
 # ------------------------------------------------------------------ official ECAD schedules
 
 def official_files():
