@@ -4,7 +4,8 @@ Real presets name files under ComfyUI's model folders (``models/diffusion_models
 ``models/text_encoders``, ``models/vae``, plus ``extra_model_paths.yaml``); ``find_model_files``
 checks all of them and names every missing one before anything is loaded. ``load_real`` then uses
 ``comfy.sd.load_diffusion_model``, ``comfy.sd.load_clip`` and ``comfy.sd.VAE`` exactly as ComfyUI's
-loader nodes do; prompts are encoded as CLIPTextEncode encodes them.
+loader nodes do (``load_checkpoint_guess_config`` for all-in-one checkpoints); prompts are encoded as
+CLIPTextEncode encodes them and empty latents are shaped by the VAE's compression.
 
 Tiny presets build their model in-process (``preset.tiny.build``), map each prompt to seeded random
 conditioning (seeded by a hash of the prompt) and decode latents with a small random-weight
@@ -42,6 +43,7 @@ class ModelPaths:
     text_encoders: tuple[Path, ...]
     vae: Path
     clip_type: str
+    checkpoint: bool = False    # diffusion_model is an all-in-one checkpoint (text encoder and VAE inside)
 
 
 @dataclass
@@ -80,9 +82,14 @@ def find_model_files(files: ModelFiles, comfy_root: Path) -> ModelPaths:
     """The preset's files (names under ComfyUI's folders, or paths); MissingModelFiles naming every missing one."""
     import folder_paths
     _register_extra_paths(comfy_root)
-    wanted = [("diffusion model", files.diffusion_model, "diffusion_models", "--diffusion-model PATH")]
-    wanted += [("text encoder", name, "text_encoders", "--text-encoder PATH (once per file)") for name in files.text_encoders]
-    wanted += [("VAE", files.vae, "vae", "--vae PATH")]
+    if files.checkpoint:
+        wanted = [("checkpoint (model, text encoder and VAE in one file)", files.diffusion_model, "checkpoints",
+                   "--diffusion-model PATH")]
+    else:
+        wanted = [("diffusion model", files.diffusion_model, "diffusion_models", "--diffusion-model PATH")]
+        wanted += [("text encoder", name, "text_encoders", "--text-encoder PATH (once per file)")
+                   for name in files.text_encoders]
+        wanted += [("VAE", files.vae, "vae", "--vae PATH")]
     found: list[Path] = []
     problems: list[str] = []
     for what, name, folder, option in wanted:
@@ -90,11 +97,14 @@ def find_model_files(files: ModelFiles, comfy_root: Path) -> ModelPaths:
         if path is not None:
             found.append(path)
             continue
-        folders = folder_paths.get_folder_paths(folder)
+        # ComfyUI lists legacy folders first (models/unet for diffusion_models): name the current one
+        folders = sorted(folder_paths.get_folder_paths(folder), key=lambda f: Path(f).name != folder)
         where = folders[0] if folders else os.path.join(folder_paths.models_dir, folder)
         problems.append(f"{what} '{name}': not found; put it in {where}{os.sep} or pass {option}")
     if problems:
         raise MissingModelFiles("model files are missing (nothing was loaded):\n  - " + "\n  - ".join(problems))
+    if files.checkpoint:
+        return ModelPaths(found[0], (), found[0], files.clip_type, checkpoint=True)
     return ModelPaths(found[0], tuple(found[1:-1]), found[-1], files.clip_type)
 
 
@@ -111,6 +121,8 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 def model_identity(paths: ModelPaths) -> dict[str, Any]:
+    if paths.checkpoint:
+        return {"checkpoint": file_identity(paths.diffusion_model)}
     return {"diffusion_model": file_identity(paths.diffusion_model),
             "text_encoders": [file_identity(p) for p in paths.text_encoders],
             "vae": file_identity(paths.vae), "clip_type": paths.clip_type}
@@ -151,14 +163,16 @@ def _patch_model_sampling(model: Any, extra: dict[str, Any]) -> Any:
     raise ValueError(f"preset asks for model sampling {kind!r}, which the optimizer does not know")
 
 
-def _image_latent(model: Any, width: int, height: int, frames: int) -> Callable[[int], torch.Tensor]:
+def _vae_latent(model: Any, vae: Any, width: int, height: int, frames: int) -> Callable[[int], torch.Tensor]:
+    """Empty latents shaped by the VAE's own compression (8× or 16× in space; 4× in time for video VAEs), as
+    ComfyUI's empty-latent nodes for each model shape them."""
     import comfy.sample
+    spatial = vae.spacial_compression_encode()
+    ratio = vae.downscale_ratio
+    time_axis = (ratio[0](frames),) if isinstance(ratio, tuple) and frames > 1 else ()
 
     def empty(batch: int) -> torch.Tensor:
-        if frames > 1:  # video latents: 4× temporal compression (HunyuanVideo, Wan)
-            latent = torch.zeros(batch, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
-        else:
-            latent = torch.zeros(batch, 4, height // 8, width // 8)
+        latent = torch.zeros(batch, vae.latent_channels, *time_axis, height // spatial, width // spatial)
         return comfy.sample.fix_empty_latent_channels(model, latent)
     return empty
 
@@ -170,14 +184,21 @@ def load_real(preset: Preset, paths: ModelPaths, width: int, height: int) -> Loa
     import comfy.utils
     import folder_paths
 
-    model = comfy.sd.load_diffusion_model(str(paths.diffusion_model))
+    embeddings = folder_paths.get_folder_paths("embeddings")
+    if paths.checkpoint:
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(paths.diffusion_model), output_vae=True,
+                                                                     output_clip=True, embedding_directory=embeddings)
+        if clip is None or vae is None:
+            raise MissingModelFiles(f"{paths.diffusion_model}: the checkpoint holds no "
+                                    f"{'text encoder' if clip is None else 'VAE'}; the preset needs all-in-one files")
+    else:
+        model = comfy.sd.load_diffusion_model(str(paths.diffusion_model))
+        clip = comfy.sd.load_clip(ckpt_paths=[str(p) for p in paths.text_encoders], embedding_directory=embeddings,
+                                  clip_type=getattr(comfy.sd.CLIPType, paths.clip_type))
+        sd, metadata = comfy.utils.load_torch_file(str(paths.vae), return_metadata=True)
+        vae = comfy.sd.VAE(sd=sd, metadata=metadata)
+        vae.throw_exception_if_invalid()
     model = _patch_model_sampling(model, preset.extra)
-    clip_type = getattr(comfy.sd.CLIPType, paths.clip_type)
-    clip = comfy.sd.load_clip(ckpt_paths=[str(p) for p in paths.text_encoders],
-                              embedding_directory=folder_paths.get_folder_paths("embeddings"), clip_type=clip_type)
-    sd, metadata = comfy.utils.load_torch_file(str(paths.vae), return_metadata=True)
-    vae = comfy.sd.VAE(sd=sd, metadata=metadata)
-    vae.throw_exception_if_invalid()
 
     def encode(prompt: str) -> list:
         return with_guidance(clip.encode_from_tokens_scheduled(clip.tokenize(prompt)), preset.guidance)
@@ -187,7 +208,7 @@ def load_real(preset: Preset, paths: ModelPaths, width: int, height: int) -> Loa
 
     from ecad_nodes.families import adapter_for
     variant = adapter_for(model.model).variant(model.model) or preset.name
-    return LoadedModel(model, encode, decode, _image_latent(model, width, height, preset.frames), variant)
+    return LoadedModel(model, encode, decode, _vae_latent(model, vae, width, height, preset.frames), variant)
 
 
 # ---------------------------------------------------------------- tiny models

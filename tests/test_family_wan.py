@@ -273,7 +273,7 @@ def test_context_windows_keep_one_cache_per_window(long_t2v):
 def test_presets_and_the_benchmark_model():
     from ecad_nodes.families import adapter_for
     from optimizer.presets import benchmark_models, preset
-    real = [preset(name) for name in ("wan2.1-t2v-1.3b", "wan2.1-i2v-480p", "wan2.2-ti2v-5b")]
+    real = [preset(name) for name in ("wan2.1-t2v-1.3b", "wan2.2-ti2v-5b")]
     tiny = preset("tiny-wan")
     assert {p.family for p in real + [tiny]} == {"wan"}
     assert all(p.files is not None and p.cfg > 1 and p.frames > 1 for p in real)

@@ -17,10 +17,11 @@ from typing import Any, Optional
 class ModelFiles:
     """Files under ComfyUI's model folders (``folder_paths`` names), overridable on the command line."""
 
-    diffusion_model: str                  # models/diffusion_models (or unet)
+    diffusion_model: str                  # models/diffusion_models (or unet); models/checkpoints if ``checkpoint``
     text_encoders: tuple[str, ...]        # models/text_encoders (or clip)
     clip_type: str                        # a comfy.sd.CLIPType member name, e.g. "FLUX", "PIXART"
     vae: str                              # models/vae
+    checkpoint: bool = False              # one all-in-one file (model, text encoder, VAE) as CheckpointLoaderSimple loads
 
 
 @dataclass(frozen=True)

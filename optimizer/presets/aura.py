@@ -46,11 +46,10 @@ PRESETS = (
     # SDXL VAE in one file), 1024², 25 uni_pc/normal steps, CFG 3.5, ModelSamplingAuraFlow shift 1.73.
     Preset(name="auraflow-0.3", family="auraflow",
            description="AuraFlow 0.3 (ComfyUI example: 1024², 25 steps, CFG 3.5, shift 1.73)",
-           files=ModelFiles("aura_flow_0.3.safetensors", ("aura_flow_0.3.safetensors",), "STABLE_DIFFUSION",
-                            "aura_flow_0.3.safetensors"),
+           files=ModelFiles("aura_flow_0.3.safetensors", (), "STABLE_DIFFUSION", "", checkpoint=True),
            steps=25, sampler="uni_pc", scheduler="normal", cfg=3.5, width=1024, height=1024,
            population=24, generations=50, metric="image_reward",
-           extra={"checkpoint": "aura_flow_0.3.safetensors", "model_sampling": "AuraFlow", "shift": 1.73}),
+           extra={"model_sampling": "AuraFlow", "shift": 1.73}),
     Preset(name="tiny-auraflow", family="auraflow",
            description="A small random-weight AuraFlow built from ComfyUI's classes; runs on a CPU in minutes",
            tiny=TinyAuraFlow(), steps=10, sampler="euler", scheduler="normal", cfg=3.5,
