@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the pack)")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir (settings must match)")
     g.add_argument("--frontier-size", type=int, default=DEFAULT_FRONTIER_SIZE, metavar="K",
-                   help=f"points written to the schedule file, spread along the frontier (default {DEFAULT_FRONTIER_SIZE})")
+                   help=f"about K points written to the schedule file: both ends of the frontier, the best point within "
+                        f"each FORA baseline's cost (kept even beyond K), the rest spread evenly "
+                        f"(default {DEFAULT_FRONTIER_SIZE})")
     g.add_argument("--measure-latency", type=int, default=0, metavar="REPEATS",
                    help="time the frontier points and baselines against no caching on this device (REPEATS rounds, "
                         "interleaved) and store the measured speedups; 0 = off (default)")
@@ -223,6 +225,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
 
     # output and run directory
     is_toy = preset.family == "toy"
+    if is_toy and args.cost == "macs-attention":
+        problems.append("--cost macs-attention: the toy model's cost model counts linear layers only; use --cost macs")
     run_dir = Path(args.run_dir) if args.run_dir else PACK_ROOT / "runs" / preset.name
     default_out = (run_dir / f"{preset.name}.json") if is_toy else PACK_ROOT / "schedules" / f"{preset.name}.json"
     out = Path(args.out) if args.out else default_out
@@ -260,7 +264,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
                 plan.model_paths = find_model_files(files, plan.comfy_root)
             except MissingModelFiles as e:
                 problems.append(str(e))
-    if metric == "image_reward" and not problems:
+    if metric == "image_reward":  # reported with the model files: one run of the command names everything missing
         from .metrics import MetricUnavailable
         from .metrics.image_reward import find_files
         try:
@@ -377,7 +381,7 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
     from .evaluate import Evaluator, measure_latency
     from .genome import GenomeCodec
     from .metrics import MetricUnavailable, make_metric
-    from .report import ResultPoint, plot, point_names, schedule_file, select_points, table
+    from .report import ResultPoint, pareto_front, plot, point_names, schedule_file, select_points, table
     from .search import Progress, Search, SearchConfig
     from .settings import TOOL_VERSION
 
@@ -427,7 +431,12 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
             ev = search.evaluate(genome, f"FORA-{every}", -1)
             baselines.append(ResultPoint(f"FORA-{every}", codec.mask(genome), ev.quality, ev.macs, ev.cost))
 
-        chosen = select_points(result.frontier, args.frontier_size, cost_of=lambda e: e.evaluation.cost,
+        # the frontier over everything measured: a baseline the search never met may still lie on it
+        evaluations = db.all()
+        by_hash = {e.genome_hash: e for e in evaluations}
+        frontier = [by_hash[k] for k in pareto_front([(e.genome_hash, (e.evaluation.quality, e.evaluation.cost))
+                                                       for e in evaluations])]
+        chosen = select_points(frontier, args.frontier_size, cost_of=lambda e: e.evaluation.cost,
                                anchors=[b.cost for b in baselines])
         names = point_names([1.0 / e.evaluation.cost for e in chosen])
         points = [ResultPoint(n, codec.mask(e.genome), e.evaluation.quality, e.evaluation.macs, e.evaluation.cost,
@@ -463,7 +472,7 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
             "search": {"algorithm": "NSGA-II (pymoo)", "population": plan.population, "seed": args.seed,
                        "crossover": "4-point, p=0.9", "mutation": f"bit-flip, p={args.mutation_prob}, "
                        f"{args.mutation_bits:g} bit(s)", "generations_run": result.completed - 1,
-                       "evaluations": len(result.evaluations)},
+                       "evaluations": len(evaluations)},
         }
         if holdout_hash:
             provenance["holdout"] = {"num_prompts": len(plan.holdout_prompts), "images_per_prompt": plan.images_per_prompt,
@@ -472,9 +481,9 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
         schedule = schedule_file(backend.family, backend.variant, backend.layout, plan.steps, points, baselines,
                                  plan.metric, evaluator.full_macs, evaluator.image_cost.convention, provenance)
         save_schedule(schedule, plan.out)
-        png = plot(plan.run_dir / "frontier.png", [(e.evaluation.quality, e.evaluation.cost) for e in result.evaluations],
+        png = plot(plan.run_dir / "frontier.png", [(e.evaluation.quality, e.evaluation.cost) for e in evaluations],
                    points, baselines, evaluator.full_macs, f"{metric.short_name} ({plan.metric})",
-                   f"{plan.preset.name}: {len(result.evaluations)} schedules, {result.completed - 1} generations")
+                   f"{plan.preset.name}: {len(evaluations)} schedules, {result.completed - 1} generations")
 
         print()
         print(table(points, baselines, metric.short_name, evaluator.full_macs, full.quality))

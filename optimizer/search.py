@@ -15,7 +15,7 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -134,6 +134,7 @@ class SearchResult:
     timings: Timings = field(default_factory=Timings)  # inside it: sampling, decoding, scoring of new evaluations
     new_evaluations: int = 0
     reused_evaluations: int = 0
+    evaluation_seconds: float = 0.0                  # wall time of new evaluations, committing them included
 
 
 class Search:
@@ -146,6 +147,7 @@ class Search:
         self.metric_short = metric_short
         self.timings = Timings()
         self.new_evaluations = self.reused_evaluations = 0
+        self.evaluation_seconds = 0.0
         self.seed_origins = {genome_hash(s.genome): s.origin
                              for s in initial_population(codec, config.population, config.seed)}
 
@@ -160,8 +162,10 @@ class Search:
             return stored.evaluation
         if not GenomeCodec.caches_something(genome):
             return self.evaluator.prepare()  # no caching at all: the reference itself (infeasible, never stored)
+        start = time.perf_counter()
         ev = self.evaluator.evaluate(self.codec.mask(genome))
         self.db.put(key, genome, ev, origin, generation)
+        self.evaluation_seconds += time.perf_counter() - start
         self.timings.add(ev.timings)
         self.new_evaluations += 1
         return ev
@@ -175,7 +179,7 @@ class Search:
     def run(self, generations: int) -> SearchResult:
         """Run until ``generations`` offspring generations follow the initial one (resuming where the checkpoint is)."""
         start = time.perf_counter()
-        self.timings, self.new_evaluations, self.reused_evaluations = Timings(), 0, 0
+        self.timings, self.new_evaluations, self.reused_evaluations, self.evaluation_seconds = Timings(), 0, 0, 0.0
         state = load_checkpoint(self.checkpoint_path, self.fingerprint)
         algorithm = state["algorithm"] if state else make_algorithm(self.codec, self.config)
         completed = int(state["completed"]) if state else 0
@@ -223,7 +227,8 @@ class Search:
         by_hash = {e.genome_hash: e for e in evaluations}
         front = pareto_front([(e.genome_hash, (e.evaluation.quality, e.evaluation.cost)) for e in evaluations])
         return SearchResult(completed, evaluations, [by_hash[k] for k in front], time.perf_counter() - start,
-                            self.timings, self.new_evaluations, self.reused_evaluations)
+                            replace(self.timings),  # a copy: later evaluations must not change it
+                            self.new_evaluations, self.reused_evaluations, self.evaluation_seconds)
 
     def _line(self, text: str) -> None:
         if self.progress:

@@ -1,9 +1,18 @@
-"""The search's initial population: hand-made schedules and mutations of them, not random bits.
+"""The search's initial population: hand-made schedules and variants of them, not random bits.
 
-As in the ECAD paper, the first generation is seeded with heuristics: FORA (everything every N
-steps), one component kind cached FORA-style, one component cached in evenly spaced blocks over the
-middle steps, and mutated variants of these to fill the population. Random bits would cache about
-half of everything and start far from any useful trade-off.
+As in the ECAD paper, the first generation is seeded with heuristics, taken in turn from each kind:
+
+- FORA-N: everything computed every N steps, reused in between;
+- FORA-N with one computed step moved to a neighbouring step (the paper mutates FORA seeds; moving
+  whole steps gives the search the step-level building blocks that bit flips cannot);
+- everything on k evenly spaced steps, the last step among them (it refines the details every
+  image ends with);
+- one component kind cached FORA-style while the rest compute every step;
+- one component kind reused in evenly spaced blocks over the middle steps;
+
+then mutated variants of these fill the population. Random bits would cache about half of
+everything and start far from any useful trade-off. The 4-point crossover then recombines the
+seeds' step ranges (the genome is step-major), so the step choices of different seeds mix.
 """
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ from ecad_nodes.schedule import Layout
 
 from .genome import GenomeCodec, genome_hash
 
+MAX_FORA_EVERY = 7
+
 
 @dataclass(frozen=True)
 class Seed:
@@ -24,9 +35,51 @@ class Seed:
     genome: np.ndarray
 
 
-def fora_seeds(codec: GenomeCodec, max_every: int = 7) -> list[Seed]:
+def _genome(codec: GenomeCodec, bits: np.ndarray) -> np.ndarray:
+    bits = np.asarray(bits, dtype=bool).copy()
+    bits[0] = True
+    return codec.genome(codec.mask(bits[1:].reshape(-1)))
+
+
+def _full_steps(codec: GenomeCodec, steps) -> np.ndarray:
+    on = np.zeros(codec.steps, dtype=bool)
+    on[list(steps)] = True
+    return np.repeat(on[:, None], codec.layout.bits_per_step, axis=1)
+
+
+def _fora_steps(steps: int, every: int) -> list[int]:
+    return list(range(0, steps, every))
+
+
+def fora_seeds(codec: GenomeCodec) -> list[Seed]:
     layout, steps = codec.layout, codec.steps
-    return [Seed(f"FORA-{n}", _genome(codec, fora_bits(layout, steps, n))) for n in range(2, min(max_every, steps - 1) + 1)]
+    return [Seed(f"FORA-{n}", _genome(codec, fora_bits(layout, steps, n)))
+            for n in range(2, min(MAX_FORA_EVERY, steps - 1) + 1)]
+
+
+def shifted_fora_seeds(codec: GenomeCodec) -> list[Seed]:
+    """FORA-N with one computed step (not the first) moved one step earlier or later; FORA-2's moves first,
+    then FORA-3's, … taken in turn."""
+    per_fora = []
+    for n in range(2, min(MAX_FORA_EVERY, codec.steps - 1) + 1):
+        base = _fora_steps(codec.steps, n)
+        moves = []
+        for i in range(len(base) - 1, 0, -1):  # later steps first: they shape the final details
+            for delta in (1, -1):
+                moved = base[i] + delta
+                if 0 < moved < codec.steps and moved not in base:
+                    steps = sorted(set(base[:i] + [moved] + base[i + 1:]))
+                    moves.append(Seed(f"FORA-{n}, step {base[i]} moved to {moved}", _genome(codec, _full_steps(codec, steps))))
+        per_fora.append(moves)
+    return [s for round_ in zip_longest(*per_fora) for s in round_ if s is not None]
+
+
+def spaced_seeds(codec: GenomeCodec) -> list[Seed]:
+    """Everything computed on k evenly spaced steps from the first to the last; half the steps first, then outwards."""
+    steps = codec.steps
+    return [Seed(f"{k} evenly spaced steps",
+                 _genome(codec, _full_steps(codec, np.round(np.linspace(0, steps - 1, k)).astype(int))))
+            for k in sorted(range(2, steps), key=lambda k: (abs(2 * k - steps), k))]
 
 
 def component_kinds(layout: Layout) -> list[str]:
@@ -64,31 +117,28 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
             for k in (2, 1) for kind in component_kinds(codec.layout)]
 
 
-def _genome(codec: GenomeCodec, bits: np.ndarray) -> np.ndarray:
-    bits = np.asarray(bits, dtype=bool).copy()
-    bits[0] = True
-    return codec.genome(codec.mask(bits[1:].reshape(-1)))
-
-
 def initial_population(codec: GenomeCodec, size: int, seed: int) -> list[Seed]:
-    """``size`` distinct genomes that all cache something: heuristics taken in turn from each kind
-    (FORA first), then mutations of them (each bit flipped with a probability of 1–10 %)."""
+    """``size`` distinct genomes that all cache something: one new heuristic from each kind in turn (FORA
+    first), then mutations of them (each bit flipped with a probability of 1–10 %)."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
-    kinds = [fora_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
+    queues = [fora_seeds(codec), shifted_fora_seeds(codec), spaced_seeds(codec), component_seeds(codec),
+              evenly_spaced_seeds(codec)]
     chosen: list[Seed] = []
     seen: set[str] = set()
 
-    def take(s: Seed) -> None:
+    def take(s: Seed) -> bool:
         key = genome_hash(s.genome)
         if len(chosen) < size and key not in seen and GenomeCodec.caches_something(s.genome):
             seen.add(key)
             chosen.append(s)
+            return True
+        return False
 
-    for group in zip_longest(*kinds):
-        for s in group:
-            if s is not None:
-                take(s)
+    while any(queues) and len(chosen) < size:
+        for queue in queues:
+            while queue and not take(queue.pop(0)):  # duplicates do not use up a kind's turn
+                pass
     bases = list(chosen)
     rng = np.random.default_rng(seed)
     attempts = 0

@@ -221,14 +221,15 @@ def test_missing_files_without_any_comfyui_say_how_to_point_at_it(tmp_path, monk
     with pytest.raises(MetricUnavailable) as e:
         make_metric("image_reward", weights=tmp_path / "nope.pt")
     message = str(e.value)
-    assert f"{tmp_path / 'nope.pt'} (given as weights=) does not exist" in message
+    assert f"{tmp_path / 'nope.pt'} (given as --image-reward-weights) does not exist" in message
     assert "ComfyUI/models/image_reward/" in message and "COMFYUI_PATH" in message
     assert "med_config.json" in message and "bert-base-uncased" in message
+    assert "--image-reward-config" in message and "--image-reward-tokenizer" in message
 
 
 def test_an_empty_tokenizer_folder_or_a_corrupt_checkpoint_is_named(tiny_files, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MetricUnavailable, match=r"empty \(given as tokenizer=\) has no vocab.txt"):
+    with pytest.raises(MetricUnavailable, match=r"empty \(given as --image-reward-tokenizer\) has no vocab.txt"):
         make_metric("image_reward", **(tiny_files | {"tokenizer": tmp_path / "empty"}))
     corrupt = tmp_path / "ImageReward.pt"
     corrupt.write_bytes(b"not a checkpoint")

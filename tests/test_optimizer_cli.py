@@ -205,6 +205,13 @@ def test_missing_image_reward_files(capsys, tmp_path):
     assert "med_config.json" in err
 
 
+def test_image_reward_files_are_named_with_the_other_problems(capsys, tmp_path):
+    err = _fails_before_work(capsys, tmp_path, "--metric", "image_reward", "--steps", "1", "--cost", "macs-attention",
+                             "--image-reward-config", str(tmp_path / "med_config.json"))
+    assert "--steps must be at least 2" in err and "--cost macs-attention" in err
+    assert f"{tmp_path / 'med_config.json'} (given as --image-reward-config) does not exist" in err
+
+
 def test_several_problems_are_reported_together(capsys, tmp_path):
     err = _fails_before_work(capsys, tmp_path, "--steps", "1", "--metric", "sharpness", "--num-prompts", "500")
     assert "--steps must be at least 2" in err and "unknown --metric 'sharpness'" in err

@@ -77,18 +77,20 @@ def test_genome_round_trip_forces_the_first_step():
 
 def test_initial_population_is_heuristic_distinct_and_seeded():
     codec = GenomeCodec(LAYOUT, 10)
-    population = initial_population(codec, 30, seed=3)
-    assert len(population) == 30
-    assert len({genome_hash(s.genome) for s in population}) == 30
+    population = initial_population(codec, 60, seed=3)  # more than the 46 distinct heuristics of this layout
+    assert len(population) == 60
+    assert len({genome_hash(s.genome) for s in population}) == 60
     assert all(GenomeCodec.caches_something(s.genome) for s in population)
     fora2 = codec.genome(Mask(LAYOUT, fora_bits(LAYOUT, 10, 2)))
     assert population[0].origin == "FORA-2"
     np.testing.assert_array_equal(population[0].genome, fora2)
     origins = [s.origin for s in population]
     assert any(o.startswith("self_attn every") for o in origins) and any(o.startswith("mutated") for o in origins)
-    again = initial_population(codec, 30, seed=3)
+    assert any("moved to" in o for o in origins) and any("evenly spaced steps" in o for o in origins)
+    assert not any(o.startswith("mutated") for o in origins[:46])  # heuristics first, then their mutations
+    again = initial_population(codec, 60, seed=3)
     assert [genome_hash(s.genome) for s in again] == [genome_hash(s.genome) for s in population]
-    other = initial_population(codec, 30, seed=4)
+    other = initial_population(codec, 60, seed=4)
     assert [genome_hash(s.genome) for s in other] != [genome_hash(s.genome) for s in population]
 
 

@@ -35,6 +35,8 @@ WEIGHTS_FILE = "ImageReward.pt"
 MED_CONFIG_FILE = "med_config.json"
 TOKENIZER_FOLDER = "bert-base-uncased"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")  # either is enough
+OPTION_FLAGS = {"weights": "--image-reward-weights", "med_config": "--image-reward-config",
+                "tokenizer": "--image-reward-tokenizer"}  # the optimizer's options that give each file
 SOURCES = {
     "weights": "huggingface.co/THUDM/ImageReward",
     "med_config": "huggingface.co/THUDM/ImageReward",
@@ -81,13 +83,14 @@ def find_files(weights: Optional[str | Path] = None, med_config: Optional[str | 
     found: dict[str, Path] = {}
     problems: list[str] = []
     for option, (explicit, name, present) in wanted.items():
+        flag = OPTION_FLAGS[option]
         what = f"{name}/ (a folder with {' or '.join(TOKENIZER_FILES)})" if option == "tokenizer" else name
         if explicit is not None:
             path = Path(explicit)
             if present(path):
                 found[option] = path
             else:
-                problems.append(f"{what}: {path} (given as {option}=) "
+                problems.append(f"{what}: {path} (given as {flag}) "
                                 f"{'has no ' + ' or '.join(TOKENIZER_FILES) if option == 'tokenizer' and path.is_dir() else 'does not exist'}")
             continue
         candidates = [folder / name for folder in folders]
@@ -96,11 +99,11 @@ def find_files(weights: Optional[str | Path] = None, med_config: Optional[str | 
             found[option] = hit
         elif folders:
             problems.append(f"{what}: not found; put it at {candidates[0]} (from {SOURCES[option]}), "
-                            f"or give its path as {option}=")
+                            f"or give its path with {flag}")
         else:
             problems.append(f"{what}: no ComfyUI is known to look in; put it in ComfyUI/models/{FOLDER_NAME}/ "
                             f"and pass --comfyui PATH or set COMFYUI_PATH (from {SOURCES[option]}), "
-                            f"or give its path as {option}=")
+                            f"or give its path with {flag}")
     if problems:
         raise MetricUnavailable("Image Reward cannot be loaded, files are missing:\n  - " + "\n  - ".join(problems))
     return ImageRewardFiles(found["weights"], found["med_config"], found["tokenizer"])
