@@ -1,0 +1,149 @@
+"""The optimizer against real ComfyUI (COMFYUI_PATH): tiny presets end to end, the written frontier used by the
+nodes, held-out dominance over FORA, resume after SIGKILL, and real-weight presets failing cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecad_nodes.schedule_io import load_schedule
+from test_optimizer_cli import _mid_generation, frontier_of
+
+pytestmark = pytest.mark.comfy
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def optimizer(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optimizer.run", *args, "--no-progress"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module", params=["tiny-flux", "tiny-pixart"])
+def tiny_run(request, tmp_path_factory):
+    """A run with the preset's default settings, plus a check on 8 held-out prompts with unseen seeds."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    out = tmp / f"{request.param}.json"
+    done = optimizer("--model", request.param, "--run-dir", str(tmp / "run"), "--out", str(out), "--holdout", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return request.param, out, done
+
+
+def test_frontier_is_listed_and_drives_the_model(tiny_run, monkeypatch):
+    name, out, _ = tiny_run
+    from ecad_nodes import library
+    from ecad_nodes.patching import apply_ecad
+    from optimizer.presets import preset
+    from support import assert_ran_as_planned, last_report, sample
+
+    monkeypatch.setattr(library, "PACK_SCHEDULES", out.parent)  # as if written to the pack's schedules/
+    assert out.name in library.list_sources()
+    labels = library.labels_for(out.name)
+    assert len(labels) >= 4
+    schedule = load_schedule(out)
+    assert schedule.family == preset(name).family and schedule.variant == name
+    choice = library.choose(out.name, labels[len(labels) // 2])
+    p = preset(name)
+    model = p.tiny.build(seed=0)
+    patched = apply_ecad(model, choice)
+    kwargs = dict(steps=p.steps, cfg=p.cfg, sampler=p.sampler, scheduler=p.scheduler, width=p.width, height=p.height)
+    cached = sample(patched, p.tiny, **kwargs)
+    full = sample(model, p.tiny, **kwargs)
+    assert cached.shape == full.shape and not np.array_equal(cached.numpy(), full.numpy())
+    assert_ran_as_planned(last_report(patched), choice.point.mask.bits, streams=2 if p.cfg != 1.0 else 1)
+
+
+def test_learned_frontier_beats_fora_on_held_out_prompts(tiny_run):
+    """For FORA-2/3/4: a frontier point that costs no more MACs and has a higher PSNR on held-out prompts and seeds."""
+    _, out, done = tiny_run
+    schedule = load_schedule(out)
+    assert schedule.provenance["holdout"]["seeds"].startswith("1000")
+    baselines = {b.name: b for b in schedule.baselines}
+    for name in ("FORA-2", "FORA-3", "FORA-4"):
+        fora = baselines[name].metrics
+        better = [p for p in schedule.points if p.metrics.macs <= fora.macs
+                  and p.metrics.extra["holdout_quality"] > fora.extra["holdout_quality"]]
+        assert better, (f"{name} ({fora.macs / 1e9:.4g} GMACs, held-out PSNR {fora.extra['holdout_quality']:.2f}) "
+                        f"is not beaten:\n{done.stdout[-2500:]}")
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    args = ["--model", "tiny-flux", "--population", "6", "--generations", "3", "--num-prompts", "2", "--no-progress"]
+    whole = optimizer(*args, "--run-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "whole.json"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *args, "--run-dir", str(run_dir), "--out",
+                             str(tmp_path / "killed.json")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while not _mid_generation(run_dir / "run.sqlite"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    resumed = optimizer(*args, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert frontier_of(tmp_path / "killed.json") == frontier_of(tmp_path / "whole.json")
+
+
+@pytest.mark.parametrize("name, files", [
+    ("flux-dev", ["flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"]),
+    ("flux-schnell", ["flux1-schnell.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"]),
+    ("pixart-alpha", ["PixArt-XL-2-512x512.pth", "t5xxl_fp16.safetensors"]),
+    ("pixart-sigma", ["PixArt-Sigma-XL-2-512-MS.pth", "t5xxl_fp16.safetensors", "sdxl_vae.safetensors"]),
+])
+def test_real_weight_presets_name_every_missing_file(name, files, tmp_path, capsys):
+    from optimizer.run import main
+    comfy_models = Path(os.environ["COMFYUI_PATH"]).resolve() / "models"
+    assert main(["--model", name, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert "model files are missing (nothing was loaded)" in err
+    for f in files:
+        assert f"'{f}': not found" in err
+    assert str(comfy_models / "diffusion_models") in err and str(comfy_models / "text_encoders") in err
+    assert "--diffusion-model PATH" in err and not (tmp_path / "run" / "run.sqlite").exists()
+
+
+def test_file_overrides_are_looked_up_as_paths(tmp_path, capsys):
+    from optimizer.run import main
+    missing = tmp_path / "my-flux.safetensors"
+    assert main(["--model", "flux-dev", "--diffusion-model", str(missing), "--text-encoder", "a.safetensors",
+                 "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"diffusion model '{missing}': not found" in err and "text encoder 'a.safetensors'" in err
+    assert "clip_l.safetensors" not in err  # replaced by --text-encoder
+
+
+def test_pixart_at_256_pixels_is_refused_before_loading(tmp_path, capsys):
+    from optimizer.run import main
+    assert main(["--model", "tiny-pixart", "--width", "256", "--height", "256", "--run-dir", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "out.json")]) == 2
+    assert "ComfyUI's PixArt cannot sample at 256×256" in capsys.readouterr().err
+
+
+def test_all_in_one_checkpoint_presets_look_in_checkpoints(tmp_path, capsys):
+    from optimizer.run import main
+    comfy_models = Path(os.environ["COMFYUI_PATH"]).resolve() / "models"
+    assert main(["--model", "auraflow-0.3", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint (model, text encoder and VAE in one file) 'aura_flow_0.3.safetensors': not found" in err
+    assert str(comfy_models / "checkpoints") in err and "text_encoders" not in err
+
+
+@pytest.mark.parametrize("upscale", [8, 16])
+def test_empty_latents_follow_the_vae_compression(upscale):
+    from optimizer.loading import _vae_latent, tiny_vae
+    from optimizer.presets import preset
+    model = preset("tiny-flux").tiny.build(seed=0)
+    latent = _vae_latent(model, tiny_vae(16, upscale), width=256, height=128, frames=1)(2)
+    assert latent.shape == (2, 16, 128 // upscale, 256 // upscale) and not latent.any()
