@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
-HOLDOUT_SEED_BASE = 1000   # held-out images use seeds from here on, never seen during the search
+HOLDOUT_SEED_BASE = 1_000_000   # held-out images use seeds from here on, never seen during the search
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,17 @@ class CalibrationItem:
 
 
 def calibration_items(prompts: Sequence[str], images_per_prompt: int, first_seed: int = 0) -> list[CalibrationItem]:
-    """Each prompt with seeds ``first_seed … first_seed + images_per_prompt - 1`` (the ECAD paper: seeds 0..9)."""
-    return [CalibrationItem(i, p, first_seed + s) for i, p in enumerate(prompts) for s in range(images_per_prompt)]
+    """``images_per_prompt`` images of each prompt, every image with a seed of its own: prompt i, image j has
+    seed ``first_seed + i * images_per_prompt + j``. (The ECAD paper reuses seeds 0..9 for every prompt; with
+    one image per prompt that would be one noise for the whole set, and a schedule tuned to that noise.)"""
+    return [CalibrationItem(i, p, first_seed + i * images_per_prompt + j)
+            for i, p in enumerate(prompts) for j in range(images_per_prompt)]
+
+
+def seed_range(items: Sequence[CalibrationItem]) -> str:
+    """The items' seeds as text for a file's provenance, e.g. "0..799"."""
+    seeds = [it.seed for it in items]
+    return f"{min(seeds)}..{max(seeds)}" if seeds else ""
 
 
 def items_hash(items: Sequence[CalibrationItem]) -> str:

@@ -230,7 +230,9 @@ def tiny_vae(latent_channels: int, upscale: int, seed: int = TINY_MODEL_SEED) ->
     config = {"params": {"ddconfig": ddconfig, "embed_dim": latent_channels}}
     autoencoder = AutoencoderKL(**config["params"])
     _randomize(autoencoder, seed)
-    return comfy.sd.VAE(sd=autoencoder.state_dict(), config=config, dtype=torch.float32)
+    vae = comfy.sd.VAE(sd=autoencoder.state_dict(), config=config, dtype=torch.float32)
+    vae.downscale_ratio = vae.upscale_ratio = upscale  # ComfyUI assumes 8× for a VAE given by config
+    return vae
 
 
 def _decode_frames(vae: Any, samples: torch.Tensor) -> list[Image.Image]:

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a 'Prompt' column) or .json (default: the pack's 100 calibration prompts)")
     g.add_argument("--num-prompts", type=int, metavar="N", help="use the first N prompts (default: the preset's)")
     g.add_argument("--images-per-prompt", type=int, metavar="N",
-                   help="images per prompt, seeds 0..N-1, the same for every candidate (default: the preset's)")
+                   help="images per prompt, each with its own seed, the same for every candidate (default: the preset's)")
     g.add_argument("--batch-size", type=int, metavar="N",
                    help="images sampled together (one prompt's seeds; default: images per prompt, at most 16)")
     g.add_argument("--holdout", type=int, default=0, metavar="N",
@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of offspring mutated (pymoo BitflipMutation prob; ECAD: 0.05)")
     g.add_argument("--mutation-bits", type=float, default=1.0,
                    help="expected bits flipped in a mutated offspring (ECAD/pymoo default: 1)")
+    g.add_argument("--step-move-prob", type=float, default=0.25,
+                   help="share of offspring in which two neighbouring steps swap their genes: moves a computed step "
+                        "at equal cost, which bit flips cannot (not in the ECAD paper; 0 = the paper's operators only; "
+                        "default 0.25)")
 
     g = p.add_argument_group("objectives")
     g.add_argument("--metric", help="quality metric: fidelity (PSNR against the uncached image; no weights) or "
@@ -192,6 +196,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     positive("holdout", args.holdout, 0, 0)
     if not 0.0 <= args.mutation_prob <= 1.0:
         problems.append(f"--mutation-prob must be in [0, 1], got {args.mutation_prob}")
+    if not 0.0 <= args.step_move_prob <= 1.0:
+        problems.append(f"--step-move-prob must be in [0, 1], got {args.step_move_prob}")
     if args.mutation_bits <= 0:
         problems.append(f"--mutation-bits must be positive, got {args.mutation_bits}")
 
@@ -294,7 +300,7 @@ def _settings(plan: Plan, model_identity: dict[str, Any], device: str, calibrati
         calibration_hash=calibration_hash, num_prompts=len(plan.prompts), images_per_prompt=plan.images_per_prompt,
         batch_size=plan.batch_size, metric=plan.metric, metric_files=metric_files, cost=a.cost,
         population=plan.population, seed=a.seed, crossover_points=4, crossover_prob=0.9,
-        mutation_prob=a.mutation_prob, mutation_bits=a.mutation_bits)
+        mutation_prob=a.mutation_prob, mutation_bits=a.mutation_bits, step_move_prob=a.step_move_prob)
 
 
 def _model_identity(plan: Plan) -> dict[str, Any]:
@@ -377,7 +383,7 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
     from ecad_nodes.heuristics import fora_bits
     from ecad_nodes.schedule_io import save_schedule
 
-    from .calibration import calibration_items, items_hash
+    from .calibration import calibration_items, items_hash, seed_range
     from .evaluate import Evaluator, measure_latency
     from .genome import GenomeCodec
     from .metrics import MetricUnavailable, make_metric
@@ -406,13 +412,14 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
 
         codec = GenomeCodec(backend.layout, plan.steps)
         config = SearchConfig(plan.population, args.seed, mutation_prob=args.mutation_prob,
-                              mutation_bits=args.mutation_bits)
+                              mutation_bits=args.mutation_bits, step_move_prob=args.step_move_prob)
         search = Search(codec, evaluator, db, plan.run_dir, config, settings.fingerprint(), metric_short=metric.short_name)
         done = search.completed_generations()
         if done:
             print(f"resuming after generation {done - 1} ({db.count()} evaluations in the database)")
-        remaining = max(0, plan.generations + 1 - done)
-        progress = Progress(total=remaining * plan.population, enabled=False if args.no_progress else None)
+        offspring_generations = max(0, plan.generations - max(0, done - 1))
+        total = (0 if done else len(search.seed_origins)) + offspring_generations * plan.population
+        progress = Progress(total=total, enabled=False if args.no_progress else None)
         search.progress = progress
         try:
             result = search.run(plan.generations)
@@ -466,17 +473,17 @@ def _search_and_report(plan: Plan, settings, items, db, holdout_seed_base: int) 
             "sampling": {"steps": plan.steps, "sampler": plan.sampler, "scheduler": plan.scheduler, "cfg": plan.cfg,
                          "guidance": plan.guidance, "width": plan.width, "height": plan.height},
             "calibration": {"prompts": settings.prompts_source, "num_prompts": len(plan.prompts),
-                            "images_per_prompt": plan.images_per_prompt, "seeds": f"0..{plan.images_per_prompt - 1}",
+                            "images_per_prompt": plan.images_per_prompt, "seeds": seed_range(items),
                             "prompts_hash": settings.calibration_hash},
             "metric": plan.metric, "cost": args.cost, "mac_convention": evaluator.image_cost.convention,
             "search": {"algorithm": "NSGA-II (pymoo)", "population": plan.population, "seed": args.seed,
                        "crossover": "4-point, p=0.9", "mutation": f"bit-flip, p={args.mutation_prob}, "
-                       f"{args.mutation_bits:g} bit(s)", "generations_run": result.completed - 1,
+                       f"{args.mutation_bits:g} bit(s); neighbouring steps swapped, p={args.step_move_prob}", "generations_run": result.completed - 1,
                        "evaluations": len(evaluations)},
         }
         if holdout_hash:
             provenance["holdout"] = {"num_prompts": len(plan.holdout_prompts), "images_per_prompt": plan.images_per_prompt,
-                                     "seeds": f"{holdout_seed_base}..{holdout_seed_base + plan.images_per_prompt - 1}",
+                                     "seeds": seed_range(held),
                                      "prompts_hash": holdout_hash}
         schedule = schedule_file(backend.family, backend.variant, backend.layout, plan.steps, points, baselines,
                                  plan.metric, evaluator.full_macs, evaluator.image_cost.convention, provenance)

@@ -53,6 +53,32 @@ class SearchConfig:
     crossover_prob: float = 0.9
     mutation_prob: float = 0.05        # share of offspring mutated (pymoo's BitflipMutation semantics, as the paper)
     mutation_bits: float = 1.0         # expected bits flipped in a mutated offspring
+    step_move_prob: float = 0.25       # share of offspring with two neighbouring steps swapped (not in the paper)
+
+
+class StepMoveMutation(BitflipMutation):
+    """pymoo's bit flips (the paper's mutation), then, in a ``move_prob`` share of offspring, one step's genes
+    swapped with a neighbouring step's (the first step stays computed).
+
+    A swap keeps the cost and moves a computed step in time: (0, 4, 8) becomes (0, 5, 8). Bit flips change
+    the cost with every flip and would need a whole step's bits at once to do this, so without moves the
+    search stays stuck on FORA's step grid at equal cost."""
+
+    def __init__(self, steps: int, move_prob: float, **kwargs):
+        super().__init__(**kwargs)
+        self.steps, self.move_prob = steps, move_prob
+
+    def do(self, problem, pop, inplace=True, *args, random_state=None, **kwargs):
+        pop = super().do(problem, pop, inplace, *args, random_state=random_state, **kwargs)
+        if self.steps < 3 or self.move_prob <= 0:
+            return pop
+        X = pop.get("X").copy()
+        rows = X.reshape(len(X), self.steps - 1, -1)  # genome: steps 1.. (step-major)
+        for i in np.flatnonzero(random_state.random(len(X)) < self.move_prob):
+            a = int(random_state.integers(self.steps - 2))
+            rows[i, [a, a + 1]] = rows[i, [a + 1, a]]
+        pop.set("X", X)
+        return pop
 
 
 def make_algorithm(codec: GenomeCodec, config: SearchConfig) -> NSGA2:
@@ -61,7 +87,8 @@ def make_algorithm(codec: GenomeCodec, config: SearchConfig) -> NSGA2:
         pop_size=config.population,
         sampling=np.array([s.genome for s in seeds], dtype=bool),
         crossover=PointCrossover(prob=config.crossover_prob, n_points=config.crossover_points),
-        mutation=BitflipMutation(prob=config.mutation_prob, prob_var=min(0.5, config.mutation_bits / codec.n_var)),
+        mutation=StepMoveMutation(codec.steps, config.step_move_prob, prob=config.mutation_prob,
+                                  prob_var=min(0.5, config.mutation_bits / codec.n_var)),
         eliminate_duplicates=True)
     algorithm.setup(ScheduleProblem(codec.n_var), termination=NoTermination(), seed=config.seed)
     return algorithm

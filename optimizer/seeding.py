@@ -1,23 +1,27 @@
 """The search's initial population: hand-made schedules and variants of them, not random bits.
 
-As in the ECAD paper, the first generation is seeded with heuristics, taken in turn from each kind:
+As in the ECAD paper, the first generation is seeded with heuristics. It always holds
 
 - FORA-N: everything computed every N steps, reused in between;
-- FORA-N with one computed step moved to a neighbouring step (the paper mutates FORA seeds; moving
-  whole steps gives the search the step-level building blocks that bit flips cannot);
+- every one-step move of FORA-N: one computed step (not the first) moved one step earlier or later.
+  These cost exactly what FORA-N costs, so the frontier is measured against FORA's neighbourhood
+  from the start; the paper mutates FORA seeds, and moving whole steps is what bit flips cannot do.
+
+and then as many schedules as the population size: one heuristic from each of these kinds in turn,
+
 - everything on k evenly spaced steps, the last step among them (it refines the details every
   image ends with);
 - one component kind cached FORA-style while the rest compute every step;
 - one component kind reused in evenly spaced blocks over the middle steps;
 
-then mutated variants of these fill the population. Random bits would cache about half of
-everything and start far from any useful trade-off. The 4-point crossover then recombines the
-seeds' step ranges (the genome is step-major), so the step choices of different seeds mix.
+then mutated variants of all of these. The first generation is thus larger than the population
+(NSGA-II's survival keeps the best). Random bits would cache about half of everything and
+start far from any useful trade-off. The 4-point crossover then recombines the seeds' step ranges
+(the genome is step-major), so the step choices of different seeds mix.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import zip_longest
 
 import numpy as np
 
@@ -58,20 +62,18 @@ def fora_seeds(codec: GenomeCodec) -> list[Seed]:
 
 
 def shifted_fora_seeds(codec: GenomeCodec) -> list[Seed]:
-    """FORA-N with one computed step (not the first) moved one step earlier or later; FORA-2's moves first,
-    then FORA-3's, … taken in turn."""
-    per_fora = []
+    """FORA-N with one computed step (not the first) moved one step earlier or later, for every N and step."""
+    seeds = []
     for n in range(2, min(MAX_FORA_EVERY, codec.steps - 1) + 1):
         base = _fora_steps(codec.steps, n)
-        moves = []
-        for i in range(len(base) - 1, 0, -1):  # later steps first: they shape the final details
-            for delta in (1, -1):
+        for i in range(1, len(base)):
+            for delta in (-1, 1):
                 moved = base[i] + delta
                 if 0 < moved < codec.steps and moved not in base:
                     steps = sorted(set(base[:i] + [moved] + base[i + 1:]))
-                    moves.append(Seed(f"FORA-{n}, step {base[i]} moved to {moved}", _genome(codec, _full_steps(codec, steps))))
-        per_fora.append(moves)
-    return [s for round_ in zip_longest(*per_fora) for s in round_ if s is not None]
+                    seeds.append(Seed(f"FORA-{n}, step {base[i]} moved to {moved}",
+                                      _genome(codec, _full_steps(codec, steps))))
+    return seeds
 
 
 def spaced_seeds(codec: GenomeCodec) -> list[Seed]:
@@ -118,36 +120,40 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
 
 
 def initial_population(codec: GenomeCodec, size: int, seed: int) -> list[Seed]:
-    """``size`` distinct genomes that all cache something: one new heuristic from each kind in turn (FORA
-    first), then mutations of them (each bit flipped with a probability of 1–10 %)."""
+    """All FORA-N seeds and their one-step moves, then ``size`` more: one new heuristic from each other kind
+    in turn, then mutations of any of them (each bit flipped with a probability of 1–10 %); all distinct,
+    all caching something. The first generation is larger than the population; NSGA-II's survival
+    then keeps the best ``size``."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
-    queues = [fora_seeds(codec), shifted_fora_seeds(codec), spaced_seeds(codec), component_seeds(codec),
-              evenly_spaced_seeds(codec)]
     chosen: list[Seed] = []
     seen: set[str] = set()
 
-    def take(s: Seed) -> bool:
+    def take(s: Seed, limit: float = float("inf")) -> bool:
         key = genome_hash(s.genome)
-        if len(chosen) < size and key not in seen and GenomeCodec.caches_something(s.genome):
+        if len(chosen) < limit and key not in seen and GenomeCodec.caches_something(s.genome):
             seen.add(key)
             chosen.append(s)
             return True
         return False
 
-    while any(queues) and len(chosen) < size:
+    for s in fora_seeds(codec) + shifted_fora_seeds(codec):
+        take(s)
+    total = len(chosen) + size
+    queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
+    while any(queues) and len(chosen) < total:
         for queue in queues:
-            while queue and not take(queue.pop(0)):  # duplicates do not use up a kind's turn
+            while queue and not take(queue.pop(0), total):  # duplicates do not use up a kind's turn
                 pass
     bases = list(chosen)
     rng = np.random.default_rng(seed)
     attempts = 0
-    while len(chosen) < size and bases:
+    while len(chosen) < total:
         attempts += 1
-        if attempts > 100 * size:
-            raise ValueError(f"cannot make {size} distinct schedules for a genome of {codec.n_var} bits; "
+        if attempts > 100 * total:
+            raise ValueError(f"cannot make {total} distinct schedules for a genome of {codec.n_var} bits; "
                              "use a smaller --population")
         base = bases[int(rng.integers(len(bases)))]
         flips = rng.random(codec.n_var) < rng.uniform(0.01, 0.10)
-        take(Seed(f"mutated {base.origin}", base.genome ^ flips))
+        take(Seed(f"mutated {base.origin}", base.genome ^ flips), total)
     return chosen

@@ -42,6 +42,7 @@ class RunSettings:
     crossover_prob: float
     mutation_prob: float
     mutation_bits: float
+    step_move_prob: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -77,9 +77,9 @@ def test_genome_round_trip_forces_the_first_step():
 
 def test_initial_population_is_heuristic_distinct_and_seeded():
     codec = GenomeCodec(LAYOUT, 10)
-    population = initial_population(codec, 60, seed=3)  # more than the 46 distinct heuristics of this layout
-    assert len(population) == 60
-    assert len({genome_hash(s.genome) for s in population}) == 60
+    population = initial_population(codec, 60, seed=3)  # FORA and its 19 moves, then 60 more
+    assert len(population) == 25 + 60
+    assert len({genome_hash(s.genome) for s in population}) == len(population)
     assert all(GenomeCodec.caches_something(s.genome) for s in population)
     fora2 = codec.genome(Mask(LAYOUT, fora_bits(LAYOUT, 10, 2)))
     assert population[0].origin == "FORA-2"
@@ -87,17 +87,28 @@ def test_initial_population_is_heuristic_distinct_and_seeded():
     origins = [s.origin for s in population]
     assert any(o.startswith("self_attn every") for o in origins) and any(o.startswith("mutated") for o in origins)
     assert any("moved to" in o for o in origins) and any("evenly spaced steps" in o for o in origins)
-    assert not any(o.startswith("mutated") for o in origins[:46])  # heuristics first, then their mutations
+    assert not any(o.startswith("mutated") for o in origins[:46])  # the 46 heuristics first, then their mutations
     again = initial_population(codec, 60, seed=3)
     assert [genome_hash(s.genome) for s in again] == [genome_hash(s.genome) for s in population]
     other = initial_population(codec, 60, seed=4)
     assert [genome_hash(s.genome) for s in other] != [genome_hash(s.genome) for s in population]
 
 
+def test_every_fora_and_its_one_step_moves_come_first_whatever_the_population():
+    codec = GenomeCodec(LAYOUT, 10)
+    population = initial_population(codec, 4, seed=0)
+    origins = [s.origin for s in population]
+    assert origins[:6] == [f"FORA-{n}" for n in range(2, 8)]
+    assert all("moved to" in o for o in origins[6:25]) and len(population) == 25 + 4
+    fora4_moves = {o for o in origins if o.startswith("FORA-4, ")}
+    assert fora4_moves == {f"FORA-4, step {a} moved to {b}" for a, b in ((4, 3), (4, 5), (8, 7), (8, 9))}
+    assert not any("moved to" in o for o in origins[25:])  # the population's own 4 are other heuristics
+
+
 def test_calibration_items_and_batches_keep_one_prompt_per_batch():
     items = calibration_items(["a", "b"], 3)
-    assert [(i.prompt, i.seed) for i in items] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
-    assert [[i.seed for i in b] for b in by_prompt(items, 2)] == [[0, 1], [2], [0, 1], [2]]
+    assert [(i.prompt, i.seed) for i in items] == [("a", 0), ("a", 1), ("a", 2), ("b", 3), ("b", 4), ("b", 5)]
+    assert [[i.seed for i in b] for b in by_prompt(items, 2)] == [[0, 1], [2], [3, 4], [5]]
     assert items_hash(items) != items_hash(calibration_items(["a", "b"], 3, first_seed=1000))
 
 
@@ -228,3 +239,22 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="cannot be read"):
         load_checkpoint(tmp_path / "checkpoint.pkl", "ctx")
     db.close()
+
+
+def test_step_moves_swap_two_neighbouring_steps_and_keep_the_cost():
+    from pymoo.core.population import Population
+
+    from optimizer.search import ScheduleProblem, StepMoveMutation
+    codec = GenomeCodec(LAYOUT, 10)
+    fora4 = codec.genome(Mask(LAYOUT, fora_bits(LAYOUT, 10, 4)))  # steps 0, 4, 8
+    mutation = StepMoveMutation(codec.steps, move_prob=1.0, prob=0.0)  # moves only, no bit flips
+    pop = mutation.do(ScheduleProblem(codec.n_var), Population.new(X=np.tile(fora4, (200, 1))),
+                      random_state=np.random.default_rng(0))
+    seen = set()
+    for genome in pop.get("X").astype(bool):
+        assert genome.sum() == fora4.sum()
+        computed = tuple(np.flatnonzero(codec.mask(genome).bits.all(axis=1)))
+        assert codec.mask(genome).bits.any(axis=1).sum() == 3 and computed[0] == 0
+        seen.add(computed)
+    # every neighbour swap, a no-op where both steps agree: each computed step one earlier or later
+    assert seen == {(0, 4, 8), (0, 3, 8), (0, 5, 8), (0, 4, 7), (0, 4, 9)}

@@ -16,7 +16,7 @@ PRESETS = (
     Preset(name="tiny-flux", family="flux",
            description="A small random-weight FLUX built from ComfyUI's classes; runs on a CPU in minutes",
            tiny=TinyFlux(), steps=10, sampler="euler", scheduler="simple", cfg=1.0, guidance=3.5,
-           width=128, height=128, population=12, generations=8, metric="fidelity", prompts=8, images_per_prompt=1),
+           width=128, height=128, population=12, generations=8, metric="fidelity", prompts=8, images_per_prompt=2),
 )
 
 # hidden 512, 4 double + 8 single blocks, 1024 image tokens (512² image)
