@@ -75,7 +75,7 @@ def test_run_writes_a_frontier_schedule_file(toy_run):
     prov = schedule.provenance
     assert prov["preset"] == "toy" and prov["search"]["generations_run"] == 4 and prov["search"]["population"] == 6
     assert prov["calibration"]["num_prompts"] == 3 and len(prov["calibration"]["prompts_hash"]) == 16
-    assert prov["holdout"]["num_prompts"] == 3 and prov["holdout"]["seeds"] == "1000..1001"
+    assert prov["holdout"]["num_prompts"] == 3 and prov["holdout"]["seeds"] == "1000000..1000005"  # 3 prompts × 2 images, one seed each
     assert (tmp / "run" / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "generation 4/4: HV" in done.stdout and "FORA-2" in done.stdout
 
