@@ -80,7 +80,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if resolved.note:
         log.warning("ECAD: %s", resolved.note)
     runtime = CacheRuntime(resolved.mask, sample_sigmas=sigmas.tolist(),
-                           schedule_step_of=resolved.schedule_step_of, schedule_steps=resolved.schedule_steps)
+                           schedule_step_of=resolved.schedule_step_of, schedule_steps=resolved.schedule_steps,
+                           consumers=adapter_named(settings.family).consumers(settings.layout))
     original_options = guider.model_options
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
     guider.model_options["transformer_options"][RUNTIME_KEY] = runtime

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -128,18 +128,36 @@ class RunReport:
         return ", ".join(parts)
 
 
+def keep_plan(compute: np.ndarray, consumers: Mapping[int, Sequence[int]]) -> np.ndarray:
+    """(steps × bits): whether an output computed at that step must be stored for a later step.
+
+    An output is read while the component is reused, until it is computed again. An internal output
+    (a bit in ``consumers``) is read only at those steps at which one of its consumers computes.
+    """
+    keep = np.zeros_like(compute)
+    keep[:-1] = ~compute[1:]
+    for bit, users in consumers.items():
+        read = ~compute[:, bit] & compute[:, list(users)].any(axis=1)
+        read_later = False    # read at some step of the reuse run that starts after step s
+        for s in range(compute.shape[0] - 1, -1, -1):
+            keep[s, bit] = read_later
+            read_later = bool(not compute[s, bit] and (read[s] or read_later))
+    return keep
+
+
 class CacheRuntime:
     def __init__(self, mask: Mask, sample_sigmas: Optional[Sequence[float]] = None,
-                 schedule_step_of: Optional[np.ndarray] = None, schedule_steps: Optional[int] = None):
-        """``mask`` is already in workflow steps; ``sample_sigmas`` are the run's sigmas (steps + 1)."""
+                 schedule_step_of: Optional[np.ndarray] = None, schedule_steps: Optional[int] = None,
+                 consumers: Optional[Mapping[int, Sequence[int]]] = None):
+        """``mask`` is already in workflow steps; ``sample_sigmas`` are the run's sigmas (steps + 1);
+        ``consumers`` maps each internal component's bit to the bits of the components that read its output."""
         mask = mask.with_first_step_computed()
         self.layout = mask.layout
         self.compute = mask.bits
         self.steps = mask.steps
         nbits = mask.layout.bits_per_step
-        # Keep an output only when the next step reuses it.
-        self.keep = np.zeros_like(self.compute)
-        self.keep[:-1] = ~self.compute[1:]
+        self.consumers = {int(b): tuple(int(u) for u in users) for b, users in (consumers or {}).items()}
+        self.keep = keep_plan(self.compute, self.consumers)
         self.sigmas = None if sample_sigmas is None else np.asarray(
             [float(s) for s in sample_sigmas], dtype=np.float64)
         self.schedule_step_of = schedule_step_of if schedule_step_of is not None else np.arange(self.steps)
@@ -215,6 +233,17 @@ class CacheRuntime:
     def will_compute(self, bit: int) -> bool:
         """Whether ``component(bit, ...)`` would compute in the current call."""
         return bool(self.compute[self.step, bit]) or not all(s in self._entries[bit] for s in self._streams)
+
+    def needed(self, bit: int) -> bool:
+        """Whether the current call must produce component ``bit``: the mask computes it here (refreshing
+        its cache), or it is internal and one of its consumers computes. Adapters skip it otherwise."""
+        users = self.consumers.get(bit)
+        return users is None or bool(self.compute[self.step, bit]) or any(self.will_compute(u) for u in users)
+
+    def skip(self, bit: int) -> None:
+        """Component ``bit`` is not needed in this call (see ``needed``): it counts as reused."""
+        for s in self._streams:
+            self._reused[s][self.step, bit] += 1
 
     def component(self, bit: int, compute: Callable[[], T]) -> T:
         """The output of component ``bit`` for the current call: computed or taken from the cache."""

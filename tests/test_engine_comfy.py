@@ -157,6 +157,25 @@ def test_a_skipped_component_yields_the_output_of_its_last_computed_step(pixart)
     assert not torch.equal(outputs[3], outputs[0])
 
 
+def test_single_block_attention_and_mlp_input_are_cached_only_for_the_output_projection(flux, monkeypatch):
+    from family_checks import assert_internal_outputs_are_cached_only_for_their_consumers
+    spec, model = flux
+    assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.5, width=64, height=64)
+
+
+def test_fora2_caches_exactly_one_hidden_state_per_block_output(flux):
+    """Double blocks: joint attention (both streams) and the two MLPs; single blocks: the output projection."""
+    spec, model = flux
+    patched = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    sample(patched, spec, cfg=3.5, width=64, height=64)
+    report = last_report(patched)
+    dm = model.model.diffusion_model
+    tokens = report.tokens.image + report.tokens.text
+    hidden_states = 2 * len(dm.double_blocks) + len(dm.single_blocks)
+    rows = 2  # cond and uncond
+    assert report.peak_cache_bytes == hidden_states * rows * tokens * dm.hidden_size * 4  # float32
+
+
 # ------------------------------------------------------------------ official schedules
 
 @requires_reference

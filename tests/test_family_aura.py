@@ -8,7 +8,8 @@ import torch
 from ecad_nodes.choice import ScheduleChoice
 from ecad_nodes.schedule import Mask
 from family_checks import (apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_flops_follow_the_cost_model, assert_fora2_behaviour, assert_runs_as_planned, layout_of)
+                           assert_flops_follow_the_cost_model, assert_fora2_behaviour,
+                           assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned, layout_of)
 from support import sample
 
 pytestmark = pytest.mark.comfy
@@ -100,3 +101,9 @@ def test_presets_and_the_benchmark_model():
     latent = bench.spec.empty_latent(bench.height, bench.width)
     assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens
     assert bench.spec.max_seq >= 1024  # no position-table interpolation at the benchmark size
+
+
+def test_an_attention_is_cached_only_for_steps_at_which_an_mlp_computes(aura, monkeypatch):
+    """AuraFlow's attention output reaches the residual only through the MLPs."""
+    spec, model = aura
+    assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.5, width=SIZE, height=SIZE)

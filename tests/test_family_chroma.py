@@ -8,7 +8,8 @@ import torch
 from ecad_nodes.choice import ScheduleChoice
 from ecad_nodes.heuristics import NO_CACHING
 from family_checks import (apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_flops_follow_the_cost_model, assert_fora2_behaviour, assert_runs_as_planned, layout_of)
+                           assert_flops_follow_the_cost_model, assert_fora2_behaviour,
+                           assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned, layout_of)
 
 pytestmark = pytest.mark.comfy
 
@@ -129,3 +130,8 @@ def test_presets_and_the_benchmark_model():
     [bench] = [b for b in benchmark_models() if b.name == "chroma"]
     latent = bench.spec.empty_latent(bench.height, bench.width)
     assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens
+
+
+def test_single_block_attention_and_mlp_input_are_cached_only_for_the_output_projection(chroma, monkeypatch):
+    spec, model = chroma
+    assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.0, width=SIZE, height=SIZE)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from family_checks import (assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_flops_follow_the_cost_model, assert_fora2_behaviour, assert_runs_as_planned, layout_of)
+                           assert_flops_follow_the_cost_model, assert_fora2_behaviour,
+                           assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned, layout_of)
 from support import sample
 
 pytestmark = pytest.mark.comfy
@@ -136,3 +137,8 @@ def test_presets_and_the_benchmark_model():
     [bench] = [b for b in benchmark_models() if b.name == "hunyuan_video"]
     latent = bench.spec.empty_latent(bench.height, bench.width)
     assert latent.shape[2] >= 2 and latent.shape[2] * (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024
+
+
+def test_single_block_attention_and_mlp_input_are_cached_only_for_the_output_projection(any_model, monkeypatch):
+    spec, model, size = any_model
+    assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, width=size, height=size)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecad_nodes.heuristics import HEURISTICS, fora_bits
-from ecad_nodes.runtime import CacheRuntime, CallShape, active_runtime
+from ecad_nodes.runtime import CacheRuntime, CallShape, active_runtime, keep_plan
 from ecad_nodes.schedule import BlockGroup, Layout, Mask
 from optimizer.toy_dit import ToyConfig, ToyDiT, random_inputs, random_mask, sample
 
@@ -89,6 +89,44 @@ def test_outputs_are_kept_only_while_a_later_step_reuses_them():
     assert live == [one_entry, one_entry, one_entry, 0]
     assert rt.peak_cache_bytes == one_entry
     assert rt.close().peak_cache_bytes == one_entry and rt.cache_bytes == 0
+
+
+def test_an_internal_output_is_kept_only_until_the_last_step_a_consumer_reads_it():
+    compute = np.array([[1, 1], [0, 0], [0, 1], [0, 0], [1, 0], [0, 0]], dtype=bool)  # bit 0 feeds bit 1
+    keep = keep_plan(compute, {0: (1,)})
+    # bit 0 from step 0 (or computed at step 1 for a stream that was missing) is read at step 2, where
+    # bit 1 computes with bit 0 reused; computed later than that, it is never read
+    assert keep[:, 0].tolist() == [True, True, False, False, False, False]
+    assert keep[:, 1].tolist() == [True, False, True, True, True, False]  # no consumers: kept while reused
+    fora2 = np.array([[1, 1], [0, 0]] * 3, dtype=bool)
+    assert not keep_plan(fora2, {0: (1,)})[:, 0].any()
+
+
+def test_an_internal_component_is_skipped_while_its_consumer_is_reused():
+    """A block whose output is ``out(inner(x))``, as FLUX single blocks run it."""
+    layout = Layout("toy", (BlockGroup("blocks", 1, ("inner", "out")),))
+    bits = np.array([[1, 1], [0, 0], [0, 1], [1, 0], [0, 1]], dtype=bool)
+    rt = CacheRuntime(Mask(layout, bits), sample_sigmas=np.linspace(1.0, 0.0, 6).tolist(), consumers={0: (1,)})
+    inner_runs, results, live = [], [], []
+    for step in range(5):
+        at_step(rt, step)
+        with rt.call(("c",), SHAPE):
+            x = torch.tensor([float(step)])
+            inner = None
+            if rt.needed(0):
+                inner = rt.component(0, lambda: (inner_runs.append(step), x * 10)[1])
+            else:
+                rt.skip(0)
+            results.append(rt.component(1, lambda: inner + 1).item())
+        live.append(rt.cache_bytes)
+    assert inner_runs == [0, 3]               # the mask's steps, and not at step 2 (its cache is read there)
+    assert results == [1.0, 1.0, 1.0, 1.0, 31.0]  # step 2 reads inner of step 0; step 3 reuses out of step 2
+    # bytes: inner from step 0 lives until step 3 recomputes it and is kept then for step 4; out is kept
+    # from steps 0 and 2 for the next step, not from step 4 (the last)
+    assert live == [8, 8, 8, 8, 4]
+    report = rt.close()
+    np.testing.assert_array_equal(report.computed["c"], bits.astype(np.int32))
+    np.testing.assert_array_equal(report.reused["c"], (~bits).astype(np.int32))
 
 
 def test_a_stored_view_does_not_pin_the_tensor_it_views():

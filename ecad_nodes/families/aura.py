@@ -50,6 +50,18 @@ class AuraFlowDims:
                    context_in=dm.cond_seq_linear.in_features)
 
 
+def _joint_inputs(c, x, **kwargs):
+    return c, x
+
+
+def _single_input(cx, **kwargs):
+    return cx
+
+
+# An attention whose MLPs are all reused feeds nothing: the block gets its inputs back (same shapes) instead.
+_ATTENTION_PLACEHOLDER = {"double_layers": _joint_inputs, "single_layers": _single_input}
+
+
 def aura_layout(depth_double: int, depth_single: int) -> Layout:
     return Layout("auraflow", (BlockGroup("double_layers", depth_double, DOUBLE_COMPONENTS),
                            BlockGroup("single_layers", depth_single, SINGLE_COMPONENTS)))
@@ -73,6 +85,8 @@ class AuraFlowAdapter(FamilyAdapter):
     family = "auraflow"
     model_classes = (("comfy.ldm.aura.mmdit", "MMDiT"),)
     variants = {"AuraFlow": "auraflow"}
+    # the attention output goes through norm2 into the MLP only, never to the residual
+    internal = {"double_layers": {"attn": ("img_mlp", "txt_mlp")}, "single_layers": {"attn": ("mlp",)}}
 
     def layout(self, dm: torch.nn.Module) -> Layout:
         if any(block.is_last for block in dm.double_layers):  # a model of double layers only; ComfyUI cannot run it either
@@ -86,7 +100,8 @@ class AuraFlowAdapter(FamilyAdapter):
             for i in range(group.blocks):
                 for c, component in enumerate(group.components):
                     bit = offsets[group.name] + len(group.components) * i + c
-                    hooks.append((f"diffusion_model.{group.name}.{i}.{MODULE_OF[component]}", bit))
+                    placeholder = _ATTENTION_PLACEHOLDER[group.name] if component == "attn" else None
+                    hooks.append((f"diffusion_model.{group.name}.{i}.{MODULE_OF[component]}", bit, placeholder))
         install_forward_hooks(patcher, hooks)
 
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:

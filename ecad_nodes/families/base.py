@@ -31,6 +31,21 @@ class FamilyAdapter(ABC):
     model_classes: ClassVar[tuple[tuple[str, str], ...]]
     #: ComfyUI model-config class name -> variant name used in schedule files and presets.
     variants: ClassVar[dict[str, str]] = {}
+    #: Internal components per block group: component -> the components of the same block that read its
+    #: output (it reaches the block output only through them), e.g. FLUX single blocks' ``attn`` -> ``out_proj``.
+    internal: ClassVar[dict[str, dict[str, tuple[str, ...]]]] = {}
+
+    def consumers(self, layout: Layout) -> dict[int, tuple[int, ...]]:
+        """``internal`` in bits of ``layout``: each internal component's bit -> its consumers' bits."""
+        out: dict[int, tuple[int, ...]] = {}
+        offsets = layout.offsets()
+        for group in layout.groups:
+            for component, users in self.internal.get(group.name, {}).items():
+                c, n = group.components.index(component), len(group.components)
+                for i in range(group.blocks):
+                    first = offsets[group.name] + n * i
+                    out[first + c] = tuple(first + group.components.index(u) for u in users)
+        return out
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         cls = type(getattr(diffusion_model, "_orig_mod", diffusion_model))
@@ -72,20 +87,26 @@ class ForwardHook:
 
     original: Callable
     bit: int
+    #: For an internal component: what to return when no consumer reads the output (same shapes, any values).
+    placeholder: Optional[Callable] = None
 
     @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, *args, **kwargs):
         rt = active_runtime()
         if rt is None:
             return self.original(*args, **kwargs)
+        if self.placeholder is not None and not rt.needed(self.bit):
+            rt.skip(self.bit)
+            return self.placeholder(*args, **kwargs)
         return rt.component(self.bit, lambda: self.original(*args, **kwargs))
 
 
-def install_forward_hooks(patcher: Any, hooks: Iterable[tuple[str, int]]) -> None:
-    """Object-patch ``forward`` of each ``diffusion_model.…`` module path, routing it to component ``bit``."""
-    for path, bit in hooks:
+def install_forward_hooks(patcher: Any, hooks: Iterable[tuple]) -> None:
+    """Object-patch ``forward`` of each ``diffusion_model.…`` module path, routing it to component ``bit``;
+    ``hooks`` holds ``(path, bit)`` or ``(path, bit, placeholder)`` for internal components."""
+    for path, bit, *placeholder in hooks:
         key = f"{path}.forward"
         original = patcher.get_model_object(key)
         if isinstance(original, ForwardHook):  # ECAD applied twice: wrap the real forward, not the old hook
             original = original.original
-        patcher.add_object_patch(key, ForwardHook(original, bit))
+        patcher.add_object_patch(key, ForwardHook(original, bit, *placeholder))

@@ -20,7 +20,7 @@ import torch
 from ..costs import CostTable, linear_macs
 from ..schedule import Layout
 from .base import CallTokens, FamilyAdapter
-from .flux import BlockMath, flux_block_macs, flux_layout, install_flux_replacements
+from .flux import FLUX_INTERNAL, BlockMath, flux_block_macs, flux_layout, install_flux_replacements
 
 #: Rows of the approximator's input, hard-coded in ``Chroma.forward_orig`` (enough for 19 + 38 blocks).
 MODULATION_INDEX_LENGTH = 344
@@ -102,6 +102,7 @@ class ChromaAdapter(FamilyAdapter):
     family = "chroma"
     model_classes = (("comfy.ldm.chroma.model", "Chroma"), ("comfy.ldm.chroma_radiance.model", "ChromaRadiance"))
     variants = {"Chroma": "chroma", "ChromaRadiance": "chroma-radiance"}
+    internal = FLUX_INTERNAL
 
     def layout(self, dm: torch.nn.Module) -> Layout:
         return chroma_layout(len(dm.double_blocks), len(dm.single_blocks))

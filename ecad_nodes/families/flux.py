@@ -30,6 +30,8 @@ from .base import CallTokens, FamilyAdapter
 
 DOUBLE_COMPONENTS = ("attn", "img_mlp", "txt_mlp")
 SINGLE_COMPONENTS = ("attn", "mlp_in", "out_proj")
+#: single blocks add only ``linear2(cat(attn, act(mlp_in)))`` to the residual: attn and mlp_in feed out_proj
+FLUX_INTERNAL = {"single_blocks": {"attn": ("out_proj",), "mlp_in": ("out_proj",)}}
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,22 @@ def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mas
         q, k = block.norm(q, k, v)
         return attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
 
-    if rt.will_compute(bit) and rt.will_compute(bit + 1):
+    # attn and mlp_in are internal (FLUX_INTERNAL): while out_proj is reused they only run to refresh their caches
+    need_attn, need_mlp = rt.needed(bit), rt.needed(bit + 1)
+    attn = mlp_in = None
+    if need_attn and need_mlp and rt.will_compute(bit) and rt.will_compute(bit + 1):
         qkv, mlp = torch.split(block.linear1(x_mod), [h3, mlp_hidden], dim=-1)
         attn = rt.component(bit, lambda: attend(qkv))
         mlp_in = rt.component(bit + 1, lambda: mlp)
     else:
-        attn = rt.component(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
-        mlp_in = rt.component(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
+        if need_attn:
+            attn = rt.component(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
+        else:
+            rt.skip(bit)
+        if need_mlp:
+            mlp_in = rt.component(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
+        else:
+            rt.skip(bit + 1)
     output = rt.component(bit + 2, lambda: block.linear2(torch.cat((attn, block.mlp_act(mlp_in)), 2)))
     x = block_math.add_gated(x, output, mod.gate, modulation_dims)
     if x.dtype == torch.float16:
@@ -266,6 +277,7 @@ class FluxAdapter(FamilyAdapter):
     family = "flux"
     model_classes = (("comfy.ldm.flux.model", "Flux"),)
     variants = {"Flux": "flux-dev", "FluxSchnell": "flux-schnell", "FluxInpaint": "flux-fill"}
+    internal = FLUX_INTERNAL
 
     def layout(self, dm: torch.nn.Module) -> Layout:
         return flux_layout(len(dm.double_blocks), len(dm.single_blocks))

@@ -18,7 +18,7 @@ import torch
 from ..costs import CostTable, attention_matmul_macs, linear_macs
 from ..schedule import Layout
 from .base import CallTokens, FamilyAdapter
-from .flux import flux_block_macs, flux_layout, install_flux_replacements
+from .flux import FLUX_INTERNAL, flux_block_macs, flux_layout, install_flux_replacements
 
 TOKEN_REFINER_BLOCKS = 2      # fixed in ComfyUI's TokenRefiner
 TIMESTEP_FEATURES = 256       # time_in / guidance_in / time_r_in input width
@@ -73,6 +73,7 @@ class HunyuanVideoAdapter(FamilyAdapter):
     variants = {"HunyuanVideo": "hunyuan-video-t2v", "HunyuanVideoI2V": "hunyuan-video-i2v",
                 "HunyuanVideoSkyreelsI2V": "skyreels-v1-i2v", "HunyuanImage21": "hunyuan-image-2.1",
                 "HunyuanImage21Refiner": "hunyuan-image-2.1-refiner"}
+    internal = FLUX_INTERNAL
 
     def layout(self, dm: torch.nn.Module) -> Layout:
         return hunyuan_video_layout(len(dm.double_blocks), len(dm.single_blocks))
