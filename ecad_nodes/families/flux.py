@@ -185,7 +185,6 @@ def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mas
     """``SingleStreamBlock.forward`` with attention, MLP input and output projection routed through the runtime."""
     from comfy.ldm.flux.math import attention
     mod = block_math.single_mod(block, vec)
-    x_mod = block_math.modulate(block.pre_norm(x), mod, modulation_dims)
     h3, mlp_hidden = 3 * block.hidden_size, block.mlp_hidden_dim
 
     def attend(qkv):
@@ -195,8 +194,11 @@ def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mas
 
     # attn and mlp_in are internal (FLUX_INTERNAL): while out_proj is reused they only run to refresh their caches
     need_attn, need_mlp = rt.needed(bit), rt.needed(bit + 1)
+    compute_attn, compute_mlp = need_attn and rt.will_compute(bit), need_mlp and rt.will_compute(bit + 1)
+    # the normalized input only when linear1 runs (a reuse step would spend a norm on nothing)
+    x_mod = block_math.modulate(block.pre_norm(x), mod, modulation_dims) if compute_attn or compute_mlp else None
     attn = mlp_in = None
-    if need_attn and need_mlp and rt.will_compute(bit) and rt.will_compute(bit + 1):
+    if compute_attn and compute_mlp:
         qkv, mlp = torch.split(block.linear1(x_mod), [h3, mlp_hidden], dim=-1)
         attn = rt.component(bit, lambda: attend(qkv))
         mlp_in = rt.component(bit + 1, lambda: mlp)
