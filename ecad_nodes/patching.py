@@ -35,6 +35,7 @@ class EcadSettings:
     choice: ScheduleChoice
     layout: Layout
     family: str
+    cache_budget_bytes: Optional[int] = None  # None: what the device has free at the run's first call, less a reserve
     last_report: Optional[RunReport] = field(default=None, repr=False)  # diagnostics of the latest run
 
 
@@ -58,6 +59,16 @@ def apply_ecad(model: Any, choice: ScheduleChoice) -> Any:
         patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
         patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
     return patched
+
+
+def automatic_cache_budget(base_model: Any, x: Any) -> int:
+    """Bytes the cache may take: the device's free memory once the model is loaded, less what ComfyUI
+    reserves for inference and estimates a call of this size needs. Video models at full size can
+    need more cache than any GPU has; past the budget ECAD recomputes instead of running out of memory."""
+    import comfy.model_management as mm
+    free = mm.get_free_memory(x.device)
+    reserve = mm.minimum_inference_memory() + base_model.memory_required(x.shape)
+    return max(0, int(free - reserve))
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
@@ -91,7 +102,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = original_options
         report = runtime.close()
         settings.last_report = report
-        log.info("ECAD [%s]: %s", settings.choice.label, report.summary())
+        (log.warning if report.uncached else log.info)("ECAD [%s]: %s", settings.choice.label, report.summary())
 
 
 def calc_cond_batch_wrapper(executor, *args, **kwargs):
@@ -123,6 +134,8 @@ def apply_model_wrapper(executor, *args, **kwargs):
         adapter = adapter_named(settings.family)
         runtime.tokens = adapter.tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"))
         runtime.costs = adapter.costs(runtime.model, runtime.tokens, attention_matmuls=True)
+        runtime.cache_budget_bytes = (settings.cache_budget_bytes if settings.cache_budget_bytes is not None
+                                      else automatic_cache_budget(base_model, x))
     shape = CallShape(tuple(x.shape[1:]), x.shape[0] // len(uuids), x.dtype, x.device)
     with runtime.call(uuids, shape):
         return executor(*args, **kwargs)

@@ -98,6 +98,8 @@ class RunReport:
     evaluations: np.ndarray                      # model evaluations per step
     peak_cache_bytes: int
     resets: int
+    uncached: int = 0                            # outputs not stored for the cache budget (recomputed instead)
+    cache_budget_bytes: Optional[int] = None
     costs: Optional[CostTable] = None
     tokens: Any = None                           # the adapter's token counts of the run (for cost models)
     notes: list[str] = field(default_factory=list)
@@ -123,6 +125,9 @@ class RunReport:
         if bound is not None:
             parts.append(f"{bound:.2f}x fewer MACs in the model")
         parts.append(f"peak cache {self.peak_cache_bytes / 2**20:.1f} MiB")
+        if self.uncached:
+            parts.append(f"{self.uncached} output(s) over the cache budget of {self.cache_budget_bytes / 2**20:.0f} MiB "
+                         "recomputed instead of reused")
         if self.resets:
             parts.append(f"{self.resets} cache reset(s) on shape/dtype/device change")
         return ", ".join(parts)
@@ -148,9 +153,11 @@ def keep_plan(compute: np.ndarray, consumers: Mapping[int, Sequence[int]]) -> np
 class CacheRuntime:
     def __init__(self, mask: Mask, sample_sigmas: Optional[Sequence[float]] = None,
                  schedule_step_of: Optional[np.ndarray] = None, schedule_steps: Optional[int] = None,
-                 consumers: Optional[Mapping[int, Sequence[int]]] = None):
+                 consumers: Optional[Mapping[int, Sequence[int]]] = None, cache_budget_bytes: Optional[int] = None):
         """``mask`` is already in workflow steps; ``sample_sigmas`` are the run's sigmas (steps + 1);
-        ``consumers`` maps each internal component's bit to the bits of the components that read its output."""
+        ``consumers`` maps each internal component's bit to the bits of the components that read its output;
+        ``cache_budget_bytes`` caps the cache (None: no cap); an output that does not fit is not stored, so
+        the steps that would reuse it compute it instead: slower, never wrong, never out of memory."""
         mask = mask.with_first_step_computed()
         self.layout = mask.layout
         self.compute = mask.bits
@@ -167,6 +174,8 @@ class CacheRuntime:
         self._entries: list[dict[Hashable, _Entry]] = [dict() for _ in range(nbits)]
         self._cache_bytes = 0
         self.peak_cache_bytes = 0
+        self.cache_budget_bytes = cache_budget_bytes
+        self.uncached = 0
         self.resets = 0
         self._shape: Optional[CallShape] = None
         self._streams: tuple = ()
@@ -263,9 +272,16 @@ class CacheRuntime:
     # ------------------------------------------------------------ storage
 
     def _store(self, bit: int, streams: tuple, value: Any) -> None:
+        nbytes = _nbytes(value)
+        if self.cache_budget_bytes is not None and self._cache_bytes + nbytes > self.cache_budget_bytes:
+            if not self.uncached:
+                self.notes.append(f"step {self.step}: the cache budget of {self.cache_budget_bytes / 2**20:.0f} MiB "
+                                  "is full; outputs that do not fit are recomputed instead of reused")
+            self.uncached += 1
+            return
         entries = self._entries[bit]
         value = _compact(value)
-        entry = _Entry(value, streams, _nbytes(value))
+        entry = _Entry(value, streams, nbytes)
         for s in streams:
             old = entries.get(s)
             entries[s] = entry
@@ -308,7 +324,8 @@ class CacheRuntime:
             layout=self.layout, steps=self.steps, schedule_steps=self.schedule_steps,
             schedule_step_of=self.schedule_step_of, planned=self.compute.copy(),
             computed=dict(self._computed), reused=dict(self._reused), evaluations=self.evaluations.copy(),
-            peak_cache_bytes=self.peak_cache_bytes, resets=self.resets, costs=self.costs, tokens=self.tokens,
+            peak_cache_bytes=self.peak_cache_bytes, resets=self.resets, uncached=self.uncached,
+            cache_budget_bytes=self.cache_budget_bytes, costs=self.costs, tokens=self.tokens,
             notes=list(self.notes))
 
     def close(self) -> RunReport:

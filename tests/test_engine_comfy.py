@@ -176,6 +176,26 @@ def test_fora2_caches_exactly_one_hidden_state_per_block_output(flux):
     assert report.peak_cache_bytes == hidden_states * rows * tokens * dm.hidden_size * 4  # float32
 
 
+def test_a_full_cache_budget_recomputes_instead_of_reusing(flux):
+    """Budget 0 caches nothing: every step computes, so the samples are the unpatched model's."""
+    from ecad_nodes.patching import SETTINGS_KEY
+    spec, model = flux
+    reference = sample(model, spec, cfg=3.5, width=64, height=64)
+    patched = apply(model, ScheduleChoice.of_heuristic(FORA2))
+    sample(patched, spec, cfg=3.5, width=64, height=64)
+    unlimited = last_report(patched)
+    assert unlimited.uncached == 0 and unlimited.cache_budget_bytes > unlimited.peak_cache_bytes > 0  # automatic
+    settings = patched.model_options["transformer_options"][SETTINGS_KEY]
+    settings.cache_budget_bytes = 0
+    assert torch.equal(sample(patched, spec, cfg=3.5, width=64, height=64), reference)
+    starved = last_report(patched)
+    assert starved.peak_cache_bytes == 0 and starved.compute_fraction() == 1.0 and starved.uncached > 0
+    settings.cache_budget_bytes = unlimited.peak_cache_bytes // 2
+    assert torch.isfinite(sample(patched, spec, cfg=3.5, width=64, height=64)).all()
+    half = last_report(patched)
+    assert 0 < half.peak_cache_bytes <= settings.cache_budget_bytes and 0.5 < half.compute_fraction() < 1.0
+
+
 # ------------------------------------------------------------------ official schedules
 
 @requires_reference

@@ -129,6 +129,24 @@ def test_an_internal_component_is_skipped_while_its_consumer_is_reused():
     np.testing.assert_array_equal(report.reused["c"], (~bits).astype(np.int32))
 
 
+def test_outputs_past_the_cache_budget_are_recomputed_instead_of_reused():
+    bits = np.array([[1, 1], [0, 0], [0, 0], [1, 1]], dtype=bool)
+    layout = Layout("toy", (BlockGroup("blocks", 1, ("a", "b")),))
+    one_entry = marker_output(runtime_for(bits, layout), ("c",), 0).numel() * 4
+    rt = CacheRuntime(Mask(layout, bits), sample_sigmas=np.linspace(1.0, 0.0, 5).tolist(), cache_budget_bytes=one_entry)
+    computed = []
+    for step in range(4):
+        at_step(rt, step)
+        computed.append([run_component(rt, ("c",), bit)[1] for bit in range(2)])
+        assert rt.cache_bytes <= one_entry
+    # bit 0 fits and is reused; bit 1 does not fit at step 0, so steps 1 and 2 compute it (step 1's
+    # output does not fit either, while bit 0's entry holds the budget; step 2's is not needed later)
+    assert computed == [[True, True], [False, True], [False, True], [True, True]]
+    report = rt.close()
+    assert report.uncached == 2 and report.peak_cache_bytes == one_entry
+    assert "cache budget" in report.notes[0] and "recomputed instead of reused" in report.summary()
+
+
 def test_a_stored_view_does_not_pin_the_tensor_it_views():
     layout = Layout("toy", (BlockGroup("blocks", 1, ("a",)),))
     rt = runtime_for([[1], [0]], layout)
