@@ -245,14 +245,17 @@ class CacheRuntime:
 
     def needed(self, bit: int) -> bool:
         """Whether the current call must produce component ``bit``: the mask computes it here (refreshing
-        its cache), or it is internal and one of its consumers computes. Adapters skip it otherwise."""
+        its cache), or it is internal and one of its consumers computes."""
         users = self.consumers.get(bit)
         return users is None or bool(self.compute[self.step, bit]) or any(self.will_compute(u) for u in users)
 
-    def skip(self, bit: int) -> None:
-        """Component ``bit`` is not needed in this call (see ``needed``): it counts as reused."""
+    def component_if_needed(self, bit: int, compute: Callable[[], T]) -> Optional[T]:
+        """``component(bit, compute)``, or None (counted as reused) when nothing in this call reads it."""
+        if self.needed(bit):
+            return self.component(bit, compute)
         for s in self._streams:
             self._reused[s][self.step, bit] += 1
+        return None
 
     def component(self, bit: int, compute: Callable[[], T]) -> T:
         """The output of component ``bit`` for the current call: computed or taken from the cache."""

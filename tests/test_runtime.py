@@ -112,11 +112,7 @@ def test_an_internal_component_is_skipped_while_its_consumer_is_reused():
         at_step(rt, step)
         with rt.call(("c",), SHAPE):
             x = torch.tensor([float(step)])
-            inner = None
-            if rt.needed(0):
-                inner = rt.component(0, lambda: (inner_runs.append(step), x * 10)[1])
-            else:
-                rt.skip(0)
+            inner = rt.component_if_needed(0, lambda: (inner_runs.append(step), x * 10)[1])
             results.append(rt.component(1, lambda: inner + 1).item())
         live.append(rt.cache_bytes)
     assert inner_runs == [0, 3]               # the mask's steps, and not at step 2 (its cache is read there)

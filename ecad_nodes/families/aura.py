@@ -100,7 +100,7 @@ class AuraFlowAdapter(FamilyAdapter):
             for i in range(group.blocks):
                 for c, component in enumerate(group.components):
                     bit = offsets[group.name] + len(group.components) * i + c
-                    placeholder = _ATTENTION_PLACEHOLDER[group.name] if component == "attn" else None
+                    placeholder = _ATTENTION_PLACEHOLDER[group.name] if component in self.internal.get(group.name, {}) else None
                     hooks.append((f"diffusion_model.{group.name}.{i}.{MODULE_OF[component]}", bit, placeholder))
         install_forward_hooks(patcher, hooks)
 

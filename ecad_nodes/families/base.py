@@ -95,10 +95,8 @@ class ForwardHook:
         rt = active_runtime()
         if rt is None:
             return self.original(*args, **kwargs)
-        if self.placeholder is not None and not rt.needed(self.bit):
-            rt.skip(self.bit)
-            return self.placeholder(*args, **kwargs)
-        return rt.component(self.bit, lambda: self.original(*args, **kwargs))
+        out = rt.component_if_needed(self.bit, lambda: self.original(*args, **kwargs))
+        return self.placeholder(*args, **kwargs) if out is None else out
 
 
 def install_forward_hooks(patcher: Any, hooks: Iterable[tuple]) -> None:

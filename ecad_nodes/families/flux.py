@@ -193,24 +193,17 @@ def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mas
         return attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
 
     # attn and mlp_in are internal (FLUX_INTERNAL): while out_proj is reused they only run to refresh their caches
-    need_attn, need_mlp = rt.needed(bit), rt.needed(bit + 1)
-    compute_attn, compute_mlp = need_attn and rt.will_compute(bit), need_mlp and rt.will_compute(bit + 1)
+    compute_attn = rt.needed(bit) and rt.will_compute(bit)
+    compute_mlp = rt.needed(bit + 1) and rt.will_compute(bit + 1)
     # the normalized input only when linear1 runs (a reuse step would spend a norm on nothing)
     x_mod = block_math.modulate(block.pre_norm(x), mod, modulation_dims) if compute_attn or compute_mlp else None
-    attn = mlp_in = None
     if compute_attn and compute_mlp:
         qkv, mlp = torch.split(block.linear1(x_mod), [h3, mlp_hidden], dim=-1)
         attn = rt.component(bit, lambda: attend(qkv))
         mlp_in = rt.component(bit + 1, lambda: mlp)
     else:
-        if need_attn:
-            attn = rt.component(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
-        else:
-            rt.skip(bit)
-        if need_mlp:
-            mlp_in = rt.component(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
-        else:
-            rt.skip(bit + 1)
+        attn = rt.component_if_needed(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
+        mlp_in = rt.component_if_needed(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
     output = rt.component(bit + 2, lambda: block.linear2(torch.cat((attn, block.mlp_act(mlp_in)), 2)))
     x = block_math.add_gated(x, output, mod.gate, modulation_dims)
     if x.dtype == torch.float16:
