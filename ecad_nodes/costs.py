@@ -76,3 +76,9 @@ def fit_full_macs_from_steps(mask: Mask, step_macs: np.ndarray) -> Optional[floa
         return None
     full_counts = [g.blocks for g, _ in mask.groups() for _ in g.components] + [1]
     return float(np.dot(coef, full_counts) * mask.steps)
+
+
+def module_linear_macs(module, tokens: int) -> float:
+    """MACs of every linear layer inside ``module`` applied to ``tokens`` tokens (each layer once)."""
+    import torch
+    return float(tokens) * sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))

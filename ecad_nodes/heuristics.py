@@ -36,12 +36,10 @@ def component_every_bits(layout: Layout, steps: int, every: int, components: set
     """Only the named components are cached FORA-style; all others are computed at every step."""
     bits = np.ones((steps, layout.bits_per_step), dtype=bool)
     on = (np.arange(steps) % every) == 0
-    offsets = layout.offsets()
     for g in layout.groups:
-        for c, comp in enumerate(g.components):
+        for comp in g.components:
             if comp in components:
-                cols = offsets[g.name] + np.arange(g.blocks) * len(g.components) + c
-                bits[:, cols] = on[:, None]
+                bits[:, layout.component_bits(g.name, comp)] = on[:, None]
     return bits
 
 

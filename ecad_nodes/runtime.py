@@ -129,7 +129,7 @@ class RunReport:
             parts.append(f"{self.uncached} output(s) over the cache budget of {self.cache_budget_bytes / 2**20:.0f} MiB "
                          "recomputed instead of reused")
         if self.resets:
-            parts.append(f"{self.resets} cache reset(s) on shape/dtype/device change")
+            parts.append(f"{self.resets} stream cache reset(s) on shape/dtype/device change")
         return ", ".join(parts)
 
 
@@ -177,8 +177,9 @@ class CacheRuntime:
         self.cache_budget_bytes = cache_budget_bytes
         self.uncached = 0
         self.resets = 0
-        self._shape: Optional[CallShape] = None
+        self._stream_shapes: dict[Hashable, CallShape] = {}
         self._streams: tuple = ()
+        self.hooks_pass_through = False
         self._computed: dict[Hashable, np.ndarray] = {}
         self._reused: dict[Hashable, np.ndarray] = {}
         self.evaluations = np.zeros(self.steps, dtype=np.int64)
@@ -223,13 +224,16 @@ class CacheRuntime:
     @contextlib.contextmanager
     def call(self, streams: Sequence[Hashable], shape: CallShape) -> Iterator["CacheRuntime"]:
         """One model call on a batch holding ``shape.rows_per_stream`` rows for each stream in order."""
-        if self._shape is not None and shape != self._shape:
-            self.reset_caches()
-            self.resets += 1
-            self.notes.append(f"step {self.step}: input changed from {self._shape} to {shape}; caches reset")
-        self._shape = shape
         self._streams = tuple(streams)
         for s in self._streams:
+            known = self._stream_shapes.get(s)
+            if known is not None and known != shape:
+                # Only this stream's outputs are stale; other streams (e.g. other context windows) keep theirs.
+                self._forget_stream(s)
+                self.resets += 1
+                self.notes.append(f"step {self.step}: input of stream {s!r} changed from {known} to {shape}; "
+                                  "its caches were reset")
+            self._stream_shapes[s] = shape
             if s not in self._computed:
                 self._computed[s] = np.zeros(self.compute.shape, dtype=np.int32)
                 self._reused[s] = np.zeros(self.compute.shape, dtype=np.int32)
@@ -238,6 +242,34 @@ class CacheRuntime:
             yield self
         finally:
             _ACTIVE.reset(token)
+
+    @contextlib.contextmanager
+    def passthrough(self) -> Iterator[None]:
+        """Component hooks run their original forward (a mirrored block forward routes its components itself)."""
+        previous, self.hooks_pass_through = self.hooks_pass_through, True
+        try:
+            yield
+        finally:
+            self.hooks_pass_through = previous
+
+    def computes_all_and_keeps_none(self, bits: Sequence[int]) -> bool:
+        """Whether the current call computes every one of ``bits`` and stores none of them: a block can then
+        run as the unpatched model runs it."""
+        step = self.step
+        return bool(self.compute[step, bits].all()) and not self.keep[step, bits].any()
+
+    def count_computed(self, bits: Sequence[int]) -> None:
+        for s in self._streams:
+            self._computed[s][self.step, bits] += 1
+
+    def force_compute(self, bits: Sequence[int], why: str) -> None:
+        """From the current step on, always compute ``bits`` (a granularity that cannot skip them)."""
+        bits = np.asarray(bits, dtype=np.int64)
+        if self.compute[self.step:, bits].all():
+            return
+        self.compute[self.step:, bits] = True
+        self.keep = keep_plan(self.compute, self.consumers)
+        self.notes.append(f"step {self.step}: {len(bits)} component(s) computed at every step from here on: {why}")
 
     def will_compute(self, bit: int) -> bool:
         """Whether ``component(bit, ...)`` would compute in the current call."""
@@ -310,6 +342,12 @@ class CacheRuntime:
         unique = {id(e): e for e in self._entries[bit].values()}
         self._cache_bytes -= sum(e.nbytes for e in unique.values())
         self._entries[bit].clear()
+
+    def _forget_stream(self, stream: Hashable) -> None:
+        for entries in self._entries:
+            old = entries.pop(stream, None)
+            if old is not None and not any(entries.get(t) is old for t in old.streams):
+                self._cache_bytes -= old.nbytes
 
     def reset_caches(self) -> None:
         for bit, entries in enumerate(self._entries):

@@ -59,6 +59,38 @@ class Layout:
                 return g
         raise KeyError(name)
 
+    # Bit addressing: every other module asks the layout; nothing else computes a bit index.
+
+    def bit(self, group: str, block: int, component: str) -> int:
+        """The bit of ``component`` of block ``block`` of ``group`` within one step."""
+        g = self.group(group)
+        if not 0 <= block < g.blocks:
+            raise IndexError(f"{group} has {g.blocks} blocks, not block {block}")
+        return self.offsets()[group] + len(g.components) * block + g.components.index(component)
+
+    def block_bits(self, group: str, block: int) -> tuple[int, ...]:
+        """The bits of one block, in the group's component order."""
+        return tuple(self.bit(group, block, c) for c in self.group(group).components)
+
+    def group_slice(self, group: str) -> slice:
+        """The contiguous bits of one group."""
+        start = self.offsets()[group]
+        return slice(start, start + self.group(group).bits)
+
+    def component_bits(self, group: str, component: str) -> np.ndarray:
+        """The bits of one component in every block of ``group``, in block order."""
+        g = self.group(group)
+        return self.offsets()[group] + len(g.components) * np.arange(g.blocks) + g.components.index(component)
+
+    def addresses(self) -> Iterator[tuple[str, int, str, int]]:
+        """``(group, block, component, bit)`` for every bit, in bit order."""
+        bit = 0
+        for g in self.groups:
+            for block in range(g.blocks):
+                for component in g.components:
+                    yield g.name, block, component, bit
+                    bit += 1
+
     def describe(self) -> str:
         parts = [f"{g.name}={g.blocks}×[{', '.join(g.components)}]" for g in self.groups]
         return f"{self.family} ({'; '.join(parts)})"
@@ -94,8 +126,7 @@ class Mask:
     def group(self, name: str) -> np.ndarray:
         """View of one group's bits as (steps, blocks, components)."""
         g = self.layout.group(name)
-        off = self.layout.offsets()[name]
-        return self.bits[:, off:off + g.bits].reshape(self.steps, g.blocks, len(g.components))
+        return self.bits[:, self.layout.group_slice(name)].reshape(self.steps, g.blocks, len(g.components))
 
     def groups(self) -> Iterator[tuple[BlockGroup, np.ndarray]]:
         for g in self.layout.groups:

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from ecad_nodes.choice import ScheduleChoice
     from ecad_nodes.heuristics import HEURISTICS, NO_CACHING
     from ecad_nodes.patching import SETTINGS_KEY, apply_ecad
-    from .tiny_models import TinyFlux
+    from ecad_nodes.families.flux import TinyFlux
 
     torch.manual_seed(0)
     spec = TinyFlux(hidden=256, heads=4, depth=2, depth_single=4, context_dim=128, vec_dim=64, mlp_ratio=4.0,

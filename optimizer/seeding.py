@@ -103,13 +103,10 @@ def evenly_spaced_bits(layout: Layout, steps: int, kind: str, every_block: int) 
     """``kind`` reused in every ``every_block``-th block over the middle half of the steps, computed elsewhere."""
     bits = np.ones((steps, layout.bits_per_step), dtype=bool)
     middle = np.arange(max(1, steps // 4), max(2, (3 * steps + 3) // 4))
-    offsets = layout.offsets()
     for g in layout.groups:
         if kind not in g.components:
             continue
-        c = g.components.index(kind)
-        blocks = np.arange(0, g.blocks, every_block)
-        cols = offsets[g.name] + blocks * len(g.components) + c
+        cols = layout.component_bits(g.name, kind)[::every_block]
         bits[np.ix_(middle, cols)] = False
     return bits
 

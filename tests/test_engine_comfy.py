@@ -21,14 +21,14 @@ FORA2, FORA3 = HEURISTICS[1], HEURISTICS[2]
 
 @pytest.fixture(scope="module")
 def flux():
-    from optimizer.tiny_models import TinyFlux
+    from ecad_nodes.families.flux import TinyFlux
     spec = TinyFlux()
     return spec, spec.build(seed=0)
 
 
 @pytest.fixture(scope="module")
 def pixart():
-    from optimizer.tiny_models import TinyPixArt
+    from ecad_nodes.families.pixart import TinyPixArt
     spec = TinyPixArt()
     return spec, spec.build(seed=0)
 
@@ -203,7 +203,8 @@ def test_a_full_cache_budget_recomputes_instead_of_reusing(flux):
                                   "pixart_alpha_256/ours_fast.json", "pixart_alpha_256/ours_faster.json",
                                   "pixart_alpha_256/ours_fastest.json", "pixart_sigma_256/ours_fast.json"])
 def test_official_schedules_run_each_component_exactly_where_the_file_says_true(name):
-    from optimizer.tiny_models import TinyFlux, TinyPixArt
+    from ecad_nodes.families.flux import TinyFlux
+    from ecad_nodes.families.pixart import TinyPixArt
     from ecad_nodes.library import choose  # noqa: F401  (the nodes' path: load file, pick its point)
     schedule = load_schedule(REFERENCE / "schedules_in_paper" / name)
     if schedule.family == "flux":
@@ -326,7 +327,7 @@ def test_a_schedule_for_another_family_or_block_count_is_refused(flux, pixart, t
     with pytest.raises(ScheduleError, match=r"pixart-2-blocks\.json: cannot be applied to this model: it is for "
                                             r"model family 'pixart', but the model is 'flux'"):
         apply(flux_model, choice)
-    from optimizer.tiny_models import TinyPixArt
+    from ecad_nodes.families.pixart import TinyPixArt
     deeper = TinyPixArt(depth=3).build(seed=0)
     with pytest.raises(ScheduleError, match=r"expects pixart \(blocks=2×.*model has pixart \(blocks=3×"):
         apply(deeper, choice)

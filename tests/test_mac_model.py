@@ -1,4 +1,5 @@
-"""The cost model reproduces the per-step MACs stored in the paper's official schedules.
+"""The cost model reproduces the per-step MACs stored in the paper's official schedules (ComfyUI tests:
+the released models' shapes are built by ComfyUI on the meta device, no memory).
 
 The official numbers were counted by calflops (linear layers only, no attention matrix products)
 for one call of batch 2 (text and null embedding) at 256×256 px with the real model widths; they are
@@ -14,28 +15,32 @@ import pytest
 
 from ecad_nodes.costs import CostTable
 from ecad_nodes.families.base import CallTokens
-from ecad_nodes.families.flux import FluxDims, flux_costs
-from ecad_nodes.families.pixart import PixArtDims, pixart_costs
+from ecad_nodes.families.flux import TinyFlux, flux_costs
+from ecad_nodes.families.pixart import TinyPixArt, pixart_costs
 from ecad_nodes.schedule_io import load_schedule
 from conftest import REFERENCE, requires_reference
+
+pytestmark = pytest.mark.comfy
 
 BATCH = 2             # text and null embedding
 TOLERANCE = 0.02
 IMAGE_TOKENS = (256 // 16) ** 2   # 256 px: VAE /8, patch 2 -> 16×16 tokens (FLUX and PixArt)
 
-FLUX_DEV = FluxDims(hidden=3072, mlp_hidden=12288, depth=19, depth_single=38, in_channels=64, out_channels=64,
-                    context_in=4096, vec_in=768, guidance_embed=True)
-PIXART_XL_2 = PixArtDims(hidden=1152, mlp_hidden=4608, depth=28,
-                         patch_channels=4 * 2 * 2,     # 4 latent channels, patch 2
-                         out_channels=8 * 2 * 2,       # learned sigma: 8 channels per patch pixel
-                         caption_channels=4096, size_embed=0)  # no micro-conditioning at 256 px
+FLUX_DEV = TinyFlux(hidden=3072, heads=24, depth=19, depth_single=38, context_dim=4096, vec_dim=768, mlp_ratio=4.0,
+                    axes_dim=(16, 56, 56))
+# PixArt-XL-2-256: no micro-conditioning at 256 px (the Σ-style checkpoint layout), learned sigma (8 channels out)
+PIXART_XL_2 = TinyPixArt(hidden=1152, heads=16, depth=28, caption_channels=4096, max_tokens=120, sigma=True)
+
+
+def _dm(spec):
+    return spec.meta_model().diffusion_model
 
 
 def _table(folder: str) -> CostTable:
     if folder == "flux_256":
-        return flux_costs(FLUX_DEV, CallTokens(image=IMAGE_TOKENS, text=512))
+        return flux_costs(_dm(FLUX_DEV), CallTokens(image=IMAGE_TOKENS, text=512))
     if folder in ("pixart_alpha_256", "pixart_sigma_256"):
-        return pixart_costs(PIXART_XL_2, CallTokens(image=IMAGE_TOKENS, text=120))
+        return pixart_costs(_dm(PIXART_XL_2), CallTokens(image=IMAGE_TOKENS, text=120))
     raise AssertionError(f"no dimensions for reference folder {folder}")
 
 
@@ -69,7 +74,8 @@ def test_cost_model_reproduces_the_stored_macs(path):
 
 def test_attention_products_are_the_only_difference_between_the_conventions():
     tokens = CallTokens(image=IMAGE_TOKENS, text=512)
-    linear, with_attention = flux_costs(FLUX_DEV, tokens), flux_costs(FLUX_DEV, tokens, attention_matmuls=True)
+    dm = _dm(FLUX_DEV)
+    linear, with_attention = flux_costs(dm, tokens), flux_costs(dm, tokens, attention_matmuls=True)
     both = tokens.image + tokens.text
     attention = 2.0 * both * both * FLUX_DEV.hidden  # QKᵀ and AV of the joint sequence, per block
     assert with_attention.per_step_constant == linear.per_step_constant

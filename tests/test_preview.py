@@ -131,7 +131,7 @@ def test_the_node_shows_a_temp_png_and_returns_the_same_picture_as_an_image(temp
 
 @pytest.mark.comfy
 def test_the_node_lays_a_heuristic_onto_a_connected_tiny_flux(temp_dir):
-    from optimizer.tiny_models import TinyFlux
+    from ecad_nodes.families.flux import TinyFlux
     model = TinyFlux().build(seed=0)
     out = ECADSchedulePreview().preview(ScheduleChoice.of_heuristic(HEURISTICS[2]), steps=6, model=model)
     layout = flux_layout(TinyFlux().depth, TinyFlux().depth_single)
@@ -141,7 +141,7 @@ def test_the_node_lays_a_heuristic_onto_a_connected_tiny_flux(temp_dir):
 
 @pytest.mark.comfy
 def test_the_node_refuses_a_file_for_another_family_on_a_connected_model(temp_dir):
-    from optimizer.tiny_models import TinyPixArt
+    from ecad_nodes.families.pixart import TinyPixArt
     schedule = frontier(flux_layout(2, 4), 6, ["a"])
     choice = ScheduleChoice.of_point("tiny-flux.json", schedule, schedule.points[0])
     with pytest.raises(ScheduleError, match="it is for model family 'flux', but the model is 'pixart'"):

@@ -17,7 +17,7 @@ __all__ = ["CallTokens", "FamilyAdapter", "UnsupportedModelError", "all_adapters
 def all_adapters() -> tuple[FamilyAdapter, ...]:
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base" or info.name.startswith("_"):
+        if info.name in ("base", "mirror") or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         found.extend(getattr(module, "ADAPTERS", ()))

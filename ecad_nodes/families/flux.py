@@ -1,110 +1,68 @@
-"""FLUX.1 (dev, schnell) in ComfyUI's ``comfy.ldm.flux``.
+"""FLUX.1 (dev, schnell, fill, Kontext) and the models on ComfyUI's ``comfy.ldm.flux`` ``Flux`` class.
 
 Components follow the ECAD genome:
 
 * double-stream blocks: ``attn`` (the joint attention, both streams' projected outputs as one
   component), ``img_mlp``, ``txt_mlp``;
 * single-stream blocks: ``attn`` (attention output before ``linear2``), ``mlp_in`` (the MLP input
-  projection before GELU), ``out_proj`` (``linear2``'s output before the gate).
+  projection before its activation), ``out_proj`` (``linear2``'s output before the gate). ``attn``
+  and ``mlp_in`` reach the block output only through ``out_proj`` (internal components).
 
-Caches hold raw outputs before the gate, so the current step's modulation is always applied.
-ComfyUI fuses q/k/v and the MLP input into ``linear1``; when only one of them is computed, its rows
-of the weight are used alone. Weights are fetched through ``comfy.ops.cast_bias_weight``, so LoRA
-patches, low-VRAM offloading and scaled fp8 weights behave as in the unpatched block.
-
-The block replacements are registered through ``patches_replace["dit"]``; outside an ECAD run they
-call the original block.
+Caches hold raw outputs before the gate, so the current step's modulation is always applied. The
+MLPs and ``linear2`` are submodules (hooked); the joint attention and the two halves of the fused
+``linear1`` are not, so mirrored copies of ``DoubleStreamBlock.forward`` and
+``SingleStreamBlock.forward`` route them (see ``mirror``). The copies follow upstream's features:
+``attn1_patch``/``attn1_output_patch``, token-wise ``modulation_dims``, the text/image order, blocks
+without their own modulation (Chroma, FLUX.2), SiLU-gated and "yak" MLPs (FLUX.2, Ovis). When only
+one half of ``linear1`` runs, its rows of the weight are used alone (through
+``comfy.ops.cast_bias_weight``, so LoRA patches and low-VRAM offloading apply); quantized weights
+run the whole layer instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..costs import CostTable, attention_matmul_macs, linear_macs
-from ..runtime import CacheRuntime, active_runtime
-from ..schedule import BlockGroup, Layout
-from .base import CallTokens, FamilyAdapter
+from ..costs import CostTable, attention_matmul_macs, linear_macs, module_linear_macs
+from ..registry import BenchmarkModel, ModelFiles, Preset, tiny_preset
+from ..schedule import Layout
+from ..tiny import TinyModel, text_states
+from .base import CallTokens, Component, FamilyAdapter, Group
+from .mirror import Mirror
 
-DOUBLE_COMPONENTS = ("attn", "img_mlp", "txt_mlp")
-SINGLE_COMPONENTS = ("attn", "mlp_in", "out_proj")
-#: single blocks add only ``linear2(cat(attn, act(mlp_in)))`` to the residual: attn and mlp_in feed out_proj
-FLUX_INTERNAL = {"single_blocks": {"attn": ("out_proj",), "mlp_in": ("out_proj",)}}
-
-
-@dataclass(frozen=True)
-class FluxDims:
-    hidden: int
-    mlp_hidden: int
-    depth: int
-    depth_single: int
-    in_channels: int        # img_in fan-in (latent channels × patch²)
-    out_channels: int       # final layer fan-out
-    context_in: int
-    vec_in: int
-    guidance_embed: bool
-
-    @classmethod
-    def of(cls, dm: torch.nn.Module) -> "FluxDims":
-        p = dm.params
-        return cls(hidden=p.hidden_size, mlp_hidden=int(p.hidden_size * p.mlp_ratio), depth=p.depth,
-                   depth_single=p.depth_single_blocks, in_channels=dm.img_in.in_features,
-                   out_channels=dm.final_layer.linear.out_features, context_in=p.context_in_dim,
-                   vec_in=p.vec_in_dim, guidance_embed=bool(p.guidance_embed))
+# ------------------------------------------------------------------ mirrored block forwards
 
 
-def flux_layout(depth: int, depth_single: int, family: str = "flux") -> Layout:
-    return Layout(family, (BlockGroup("double_blocks", depth, DOUBLE_COMPONENTS),
-                           BlockGroup("single_blocks", depth_single, SINGLE_COMPONENTS)))
-
-
-def flux_block_macs(hidden: int, mlp_hidden: int, tokens: CallTokens,
-                    attention_matmuls: bool = False) -> dict[str, dict[str, float]]:
-    """MACs of each component of one double and one single block (FLUX, Chroma and HunyuanVideo blocks)."""
-    h, m, img, txt = hidden, mlp_hidden, tokens.image, tokens.text
-    both = img + txt
-    attn_extra = attention_matmul_macs(both, both, h) if attention_matmuls else 0.0
-    return {"double_blocks": {"attn": linear_macs(both, h, 4 * h) + attn_extra,
-                              "img_mlp": 2 * linear_macs(img, h, m),
-                              "txt_mlp": 2 * linear_macs(txt, h, m)},
-            "single_blocks": {"attn": linear_macs(both, h, 3 * h) + attn_extra,
-                              "mlp_in": linear_macs(both, h, m),
-                              "out_proj": linear_macs(both, h + m, h)}}
-
-
-def flux_costs(dims: FluxDims, tokens: CallTokens, attention_matmuls: bool = False, family: str = "flux") -> CostTable:
-    h, img, txt = dims.hidden, tokens.image, tokens.text
-    embed = 256 * h + h * h
-    constant = (linear_macs(img, dims.in_channels, h) + embed + (embed if dims.guidance_embed else 0)
-                + dims.vec_in * h + h * h + linear_macs(txt, dims.context_in, h)
-                + dims.depth * 2 * h * 6 * h + dims.depth_single * h * 3 * h
-                + h * 2 * h + linear_macs(img, h, dims.out_channels))
-    return CostTable.from_components(flux_layout(dims.depth, dims.depth_single, family),
-                                     flux_block_macs(h, dims.mlp_hidden, tokens, attention_matmuls), constant)
-
-
-# ------------------------------------------------------------------ block computations
-
-def _gate(value: torch.Tensor, gate: torch.Tensor, modulation_dims) -> torch.Tensor:
+def _gated(value: torch.Tensor, gate: torch.Tensor, modulation_dims) -> torch.Tensor:
     from comfy.ldm.flux.layers import apply_mod
-    # With modulation_dims, apply_mod works in place; never let it touch a cached tensor.
+    # With modulation_dims, apply_mod works in place: never let it touch a cached tensor.
     return apply_mod(value if modulation_dims is None else value.clone(), gate, None, modulation_dims)
 
 
-def _modulate(x: torch.Tensor, mod, modulation_dims) -> torch.Tensor:
+def _modulated(x: torch.Tensor, mod, modulation_dims) -> torch.Tensor:
     from comfy.ldm.flux.layers import apply_mod
     return apply_mod(x, (1 + mod.scale), mod.shift, modulation_dims)
 
 
-def _linear_rows(layer: torch.nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``layer(x)[..., start:stop]`` computing only those output rows."""
+def _plain_weight(weight: Any) -> bool:
+    return type(weight) in (torch.Tensor, torch.nn.Parameter)
+
+
+def linear_rows(layer: torch.nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``layer(x)[..., start:stop]``, computing only those output rows where the weight allows it."""
     import comfy.ops
     cast = comfy.ops.cast_bias_weight(layer, x)
     weight, bias = cast[0], cast[1]
+    if not _plain_weight(weight) or getattr(layer, "scale_input", None) is not None:
+        # Quantized weights (QuantizedTensor, scaled fp8 with input scaling) run as ComfyUI runs them.
+        if len(cast) > 2 and hasattr(comfy.ops, "uncast_bias_weight"):
+            comfy.ops.uncast_bias_weight(layer, weight, bias, cast[2])
+        return layer(x)[..., start:stop]
     w = weight[start:stop]
-    scale = getattr(layer, "scale_weight", None)  # scaled fp8 checkpoints
+    scale = getattr(layer, "scale_weight", None)  # ComfyUI v0.3.x scaled fp8 checkpoints
     if scale is not None:
         w = w * scale.to(device=w.device, dtype=w.dtype)
     out = F.linear(x, w, None if bias is None else bias[start:stop])
@@ -113,181 +71,307 @@ def _linear_rows(layer: torch.nn.Module, x: torch.Tensor, start: int, stop: int)
     return out
 
 
-def _add_gated(x: torch.Tensor, value: torch.Tensor, gate: torch.Tensor, modulation_dims) -> torch.Tensor:
-    return x + _gate(value, gate, modulation_dims)
+def _heads(qkv: torch.Tensor, heads: int):
+    return qkv.view(qkv.shape[0], qkv.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
 
 
-@dataclass(frozen=True)
-class BlockMath:
-    """Where a FLUX-style block's modulation comes from and how it is applied.
-
-    Chroma's blocks compute exactly what FLUX's do, but take precomputed modulations as ``vec`` and
-    use ``addcmul`` (one fused rounding on GPUs); bit-identity needs its own expressions.
-    """
-
-    double_mods: Callable   # (block, vec) -> ((img_mod1, img_mod2), (txt_mod1, txt_mod2))
-    single_mod: Callable    # (block, vec) -> the single block's ModulationOut
-    modulate: Callable      # (x, mod, modulation_dims) -> x * (1 + mod.scale) + mod.shift
-    add_gated: Callable     # (x, value, gate, modulation_dims) -> x + gate * value, never writing into value
-
-
-def _flux_double_mods(block, vec):
-    return block.img_mod(vec), block.txt_mod(vec)
-
-
-def _flux_single_mod(block, vec):
-    return block.modulation(vec)[0]
-
-
-FLUX_MATH = BlockMath(_flux_double_mods, _flux_single_mod, _modulate, _add_gated)
-
-
-def double_block_forward(rt: CacheRuntime, bit: int, block, img, txt, vec, pe, attn_mask=None,
-                         modulation_dims_img=None, modulation_dims_txt=None, transformer_options={},
-                         block_math: BlockMath = FLUX_MATH):
-    """``DoubleStreamBlock.forward`` with its three components routed through the runtime."""
+def _attention_with_patches(q, k, v, pe, attn_mask, transformer_options, extra_options, flags):
     from comfy.ldm.flux.math import attention
-    (img_mod1, img_mod2), (txt_mod1, txt_mod2) = block_math.double_mods(block, vec)
-    modulate, add_gated = block_math.modulate, block_math.add_gated
+    patches = transformer_options.get("patches", {})
+    if "attn1_patch" in flags:
+        for p in patches.get("attn1_patch", ()):
+            out = p(q, k, v, pe=pe, attn_mask=attn_mask, extra_options=extra_options)
+            q, k, v, pe, attn_mask = out.get("q", q), out.get("k", k), out.get("v", v), out.get("pe", pe), out.get("attn_mask", attn_mask)
+    attn = attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
+    if "attn1_output_patch" in flags:
+        for p in patches.get("attn1_output_patch", ()):
+            attn = p(attn, extra_options)
+    return attn
 
-    def joint_attention():
-        img_qkv = block.img_attn.qkv(modulate(block.img_norm1(img), img_mod1, modulation_dims_img))
-        img_q, img_k, img_v = img_qkv.view(img_qkv.shape[0], img_qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
-        img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
-        txt_qkv = block.txt_attn.qkv(modulate(block.txt_norm1(txt), txt_mod1, modulation_dims_txt))
-        txt_q, txt_k, txt_v = txt_qkv.view(txt_qkv.shape[0], txt_qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
-        txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
-        if block.flipped_img_txt:
-            attn = attention(torch.cat((img_q, txt_q), dim=2), torch.cat((img_k, txt_k), dim=2),
-                             torch.cat((img_v, txt_v), dim=2), pe=pe, mask=attn_mask, transformer_options=transformer_options)
-            img_attn, txt_attn = attn[:, :img.shape[1]], attn[:, img.shape[1]:]
-        else:
-            attn = attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
-                             torch.cat((txt_v, img_v), dim=2), pe=pe, mask=attn_mask, transformer_options=transformer_options)
-            txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
-        return block.img_attn.proj(img_attn), block.txt_attn.proj(txt_attn)
 
-    img_attn_out, txt_attn_out = rt.component(bit, joint_attention)
-    img = add_gated(img, img_attn_out, img_mod1.gate, modulation_dims_img)
-    img_mlp_out = rt.component(bit + 1, lambda: block.img_mlp(modulate(block.img_norm2(img), img_mod2, modulation_dims_img)))
-    img = add_gated(img, img_mlp_out, img_mod2.gate, modulation_dims_img)
+def routed_double_block(route, block, img, txt, mods, joint_attention, modulate, add_gated):
+    """A FLUX-style double block after its modulation: the joint attention and both MLPs routed.
 
-    txt = add_gated(txt, txt_attn_out, txt_mod1.gate, modulation_dims_txt)
-    txt_mlp_out = rt.component(bit + 2, lambda: block.txt_mlp(modulate(block.txt_norm2(txt), txt_mod2, modulation_dims_txt)))
-    txt = add_gated(txt, txt_mlp_out, txt_mod2.gate, modulation_dims_txt)
+    ``modulate(x, mod, stream)`` and ``add_gated(x, value, gate, stream)`` are the block's own arithmetic
+    (``stream`` is "img" or "txt"); ``add_gated`` never writes into ``value``, which may be cached.
+    """
+    (img_mod1, img_mod2), (txt_mod1, txt_mod2) = mods
+    img_attn_out, txt_attn_out = route.component("attn", joint_attention)
+    img = add_gated(img, img_attn_out, img_mod1.gate, "img")
+    img_mlp_out = route.component("img_mlp", lambda: block.img_mlp(modulate(block.img_norm2(img), img_mod2, "img")))
+    img = add_gated(img, img_mlp_out, img_mod2.gate, "img")
+
+    txt = add_gated(txt, txt_attn_out, txt_mod1.gate, "txt")
+    txt_mlp_out = route.component("txt_mlp", lambda: block.txt_mlp(modulate(block.txt_norm2(txt), txt_mod2, "txt")))
+    txt = add_gated(txt, txt_mlp_out, txt_mod2.gate, "txt")
     if txt.dtype == torch.float16:
         txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
     return img, txt
 
 
-def single_block_forward(rt: CacheRuntime, bit: int, block, x, vec, pe, attn_mask=None, modulation_dims=None,
-                         transformer_options={}, block_math: BlockMath = FLUX_MATH):
-    """``SingleStreamBlock.forward`` with attention, MLP input and output projection routed through the runtime."""
-    from comfy.ldm.flux.math import attention
-    mod = block_math.single_mod(block, vec)
-    h3, mlp_hidden = 3 * block.hidden_size, block.mlp_hidden_dim
+def double_block_forward(route, block, flags, img, txt, vec, pe, attn_mask=None, modulation_dims_img=None,
+                         modulation_dims_txt=None, transformer_options={}):
+    """``comfy.ldm.flux.layers.DoubleStreamBlock.forward`` with its three components routed."""
+    if getattr(block, "modulation", True):
+        mods = block.img_mod(vec), block.txt_mod(vec)
+    else:
+        mods = vec
+    (img_mod1, _), (txt_mod1, _) = mods
+    dims = {"img": modulation_dims_img, "txt": modulation_dims_txt}
+
+    def joint_attention():
+        img_q, img_k, img_v = _heads(block.img_attn.qkv(_modulated(block.img_norm1(img), img_mod1, modulation_dims_img)),
+                                     block.num_heads)
+        img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
+        txt_q, txt_k, txt_v = _heads(block.txt_attn.qkv(_modulated(block.txt_norm1(txt), txt_mod1, modulation_dims_txt)),
+                                     block.num_heads)
+        txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
+        if "flipped_img_txt" in flags and block.flipped_img_txt:  # ComfyUI v0.3.x HunyuanVideo: image tokens first
+            from comfy.ldm.flux.math import attention
+            attn = attention(torch.cat((img_q, txt_q), dim=2), torch.cat((img_k, txt_k), dim=2),
+                             torch.cat((img_v, txt_v), dim=2), pe=pe, mask=attn_mask, transformer_options=transformer_options)
+            img_attn, txt_attn = attn[:, :img.shape[1]], attn[:, img.shape[1]:]
+        else:
+            q, k, v = torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2), torch.cat((txt_v, img_v), dim=2)
+            extra_options = transformer_options.copy()
+            extra_options["img_slice"] = [txt.shape[1], q.shape[2]]
+            attn = _attention_with_patches(q, k, v, pe, attn_mask, transformer_options, extra_options, flags)
+            txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
+        return block.img_attn.proj(img_attn), block.txt_attn.proj(txt_attn)
+
+    return routed_double_block(route, block, img, txt, mods, joint_attention,
+                               lambda x, mod, stream: _modulated(x, mod, dims[stream]),
+                               lambda x, value, gate, stream: x + _gated(value, gate, dims[stream]))
+
+
+def _mlp_width(block) -> int:
+    """Rows of ``linear1`` after q/k/v: the MLP input (doubled for gated MLPs)."""
+    return getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim)
+
+
+def _mlp_activation(block, mlp: torch.Tensor) -> torch.Tensor:
+    if getattr(block, "yak_mlp", False):
+        half = block.mlp_hidden_dim_first // 2
+        return block.mlp_act(mlp[..., half:]) * mlp[..., :half]
+    return block.mlp_act(mlp)
+
+
+def routed_single_output(route, block, modulated_input, attend, mlp_width: int, activation) -> torch.Tensor:
+    """A FLUX-style single block's ``linear2`` output with attention, MLP input and output projection routed.
+
+    ``attn`` and ``mlp_in`` are internal: while ``out_proj`` is reused they only run to refresh their caches,
+    and the normalized input is computed only when ``linear1`` runs.
+    """
+    h3 = 3 * block.hidden_size
+    compute_attn = route.needed("attn") and route.will_compute("attn")
+    compute_mlp = route.needed("mlp_in") and route.will_compute("mlp_in")
+    x_mod = modulated_input() if compute_attn or compute_mlp else None
+    if compute_attn and compute_mlp:
+        qkv, mlp = torch.split(block.linear1(x_mod), [h3, mlp_width], dim=-1)
+        attn = route.component("attn", lambda: attend(qkv))
+        mlp_in = route.component("mlp_in", lambda: mlp)
+    else:
+        attn = route.component_if_needed("attn", lambda: attend(linear_rows(block.linear1, x_mod, 0, h3)))
+        mlp_in = route.component_if_needed("mlp_in", lambda: linear_rows(block.linear1, x_mod, h3, h3 + mlp_width))
+    return route.component("out_proj", lambda: block.linear2(torch.cat((attn, activation(mlp_in)), 2)))
+
+
+def single_block_forward(route, block, flags, x, vec, pe, attn_mask=None, modulation_dims=None, transformer_options={}):
+    """``comfy.ldm.flux.layers.SingleStreamBlock.forward`` with attention, MLP input and output projection routed."""
+    mod = block.modulation(vec)[0] if block.modulation else vec
 
     def attend(qkv):
-        q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = _heads(qkv, block.num_heads)
         q, k = block.norm(q, k, v)
-        return attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
+        return _attention_with_patches(q, k, v, pe, attn_mask, transformer_options, transformer_options.copy(), flags)
 
-    # attn and mlp_in are internal (FLUX_INTERNAL): while out_proj is reused they only run to refresh their caches
-    compute_attn = rt.needed(bit) and rt.will_compute(bit)
-    compute_mlp = rt.needed(bit + 1) and rt.will_compute(bit + 1)
-    # the normalized input only when linear1 runs (a reuse step would spend a norm on nothing)
-    x_mod = block_math.modulate(block.pre_norm(x), mod, modulation_dims) if compute_attn or compute_mlp else None
-    if compute_attn and compute_mlp:
-        qkv, mlp = torch.split(block.linear1(x_mod), [h3, mlp_hidden], dim=-1)
-        attn = rt.component(bit, lambda: attend(qkv))
-        mlp_in = rt.component(bit + 1, lambda: mlp)
-    else:
-        attn = rt.component_if_needed(bit, lambda: attend(_linear_rows(block.linear1, x_mod, 0, h3)))
-        mlp_in = rt.component_if_needed(bit + 1, lambda: _linear_rows(block.linear1, x_mod, h3, h3 + mlp_hidden))
-    output = rt.component(bit + 2, lambda: block.linear2(torch.cat((attn, block.mlp_act(mlp_in)), 2)))
-    x = block_math.add_gated(x, output, mod.gate, modulation_dims)
+    output = routed_single_output(route, block, lambda: _modulated(block.pre_norm(x), mod, modulation_dims), attend,
+                                  _mlp_width(block), lambda mlp: _mlp_activation(block, mlp))
+    x = x + _gated(output, mod.gate, modulation_dims)
     if x.dtype == torch.float16:
         x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x
 
 
-# ------------------------------------------------------------------ replacements
-
-@dataclass(frozen=True)
-class DoubleBlockReplacement:
-    """``patches_replace["dit"][("double_block", index)]``; small, since model_options are deep-copied."""
-
-    index: int
-    bit: int
-    blocks_attr: str = "double_blocks"
-    block_math: BlockMath = FLUX_MATH
-
-    @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
-    def __call__(self, args: dict, extra: dict) -> dict:
-        rt = active_runtime()
-        if rt is None:
-            return extra["original_block"](args)
-        block = getattr(rt.model, self.blocks_attr)[self.index]
-        img, txt = double_block_forward(
-            rt, self.bit, block, args["img"], args["txt"], args["vec"], args["pe"],
-            attn_mask=args.get("attn_mask", args.get("attention_mask")),
-            modulation_dims_img=args.get("modulation_dims_img"), modulation_dims_txt=args.get("modulation_dims_txt"),
-            transformer_options=args.get("transformer_options", {}), block_math=self.block_math)
-        return {"img": img, "txt": txt}
+def _forward_of(block_class: type) -> tuple:
+    return (block_class.forward,)
 
 
-@dataclass(frozen=True)
-class SingleBlockReplacement:
-    index: int
-    bit: int
-    blocks_attr: str = "single_blocks"
-    block_math: BlockMath = FLUX_MATH
-
-    @torch.compiler.disable
-    def __call__(self, args: dict, extra: dict) -> dict:
-        rt = active_runtime()
-        if rt is None:
-            return extra["original_block"](args)
-        block = getattr(rt.model, self.blocks_attr)[self.index]
-        img = single_block_forward(
-            rt, self.bit, block, args["img"], args["vec"], args["pe"],
-            attn_mask=args.get("attn_mask", args.get("attention_mask")),
-            modulation_dims=args.get("modulation_dims"), transformer_options=args.get("transformer_options", {}),
-            block_math=self.block_math)
-        return {"img": img}
+def _call_features(block, args, kwargs) -> tuple:
+    """What selects code paths of a call: token-wise modulation, masks, attention patches, fp16."""
+    options = kwargs.get("transformer_options") or {}
+    present = [k for k in ("attn_mask", "modulation_dims", "modulation_dims_img", "modulation_dims_txt")
+               if kwargs.get(k) is not None]
+    x = args[0] if args else kwargs.get("img", kwargs.get("x"))
+    return (tuple(present), tuple(sorted(options.get("patches", {}))), getattr(x, "dtype", None))
 
 
-def install_flux_replacements(patcher: Any, layout: Layout, block_math: BlockMath = FLUX_MATH) -> None:
-    offsets = layout.offsets()
-    double, single = layout.group("double_blocks"), layout.group("single_blocks")
-    for i in range(double.blocks):
-        patcher.set_model_patch_replace(
-            DoubleBlockReplacement(i, offsets["double_blocks"] + 3 * i, block_math=block_math), "dit", "double_block", i)
-    for i in range(single.blocks):
-        patcher.set_model_patch_replace(
-            SingleBlockReplacement(i, offsets["single_blocks"] + 3 * i, block_math=block_math), "dit", "single_block", i)
+#: Fingerprints of the upstream forwards these copies were verified against (tests check both trees).
+DOUBLE_MIRROR = Mirror(
+    "ECAD's copy of FLUX's DoubleStreamBlock.forward", ("comfy.ldm.flux.layers.DoubleStreamBlock",),
+    double_block_forward, _forward_of,
+    known={"a4a0fe9e59b02de5": "ComfyUI v0.3.64", "b486845ec8e58531": "ComfyUI v0.20.1"},
+    markers=("attn1_patch", "attn1_output_patch", "flipped_img_txt"), features=_call_features)
+SINGLE_MIRROR = Mirror(
+    "ECAD's copy of FLUX's SingleStreamBlock.forward", ("comfy.ldm.flux.layers.SingleStreamBlock",),
+    single_block_forward, _forward_of,
+    known={"3e962b752829dd89": "ComfyUI v0.3.64", "181353cf3070627b": "ComfyUI v0.20.1"},
+    markers=("attn1_patch", "attn1_output_patch"), features=_call_features)
+
+DOUBLE_BLOCKS = Group("double_blocks", "double_blocks", (
+    Component("attn"),  # the joint attention is inline in the block: only the mirror can skip it
+    Component("img_mlp", module="img_mlp", written_by_block=True),
+    Component("txt_mlp", module="txt_mlp", written_by_block=True)), mirrors=(DOUBLE_MIRROR,))
+SINGLE_BLOCKS = Group("single_blocks", "single_blocks", (
+    Component("attn", feeds=("out_proj",)),
+    Component("mlp_in", feeds=("out_proj",)),
+    Component("out_proj", module="linear2", written_by_block=True)), mirrors=(SINGLE_MIRROR,))
+
+
+# ------------------------------------------------------------------ costs
+
+
+def flux_block_macs(double: Optional[torch.nn.Module], single: Optional[torch.nn.Module], tokens: CallTokens,
+                    attention_matmuls: bool = False) -> dict[str, dict[str, float]]:
+    """MACs of each component of one double and one single block, from the blocks' own layers
+    (FLUX, Chroma, HunyuanVideo and every MLP variant)."""
+    img, txt = tokens.image, tokens.text
+    both = img + txt
+    out: dict[str, dict[str, float]] = {}
+    if double is not None:
+        h = double.hidden_size
+        attn_extra = attention_matmul_macs(both, both, h) if attention_matmuls else 0.0
+        out["double_blocks"] = {
+            "attn": (module_linear_macs(double.img_attn.qkv, img) + module_linear_macs(double.txt_attn.qkv, txt)
+                     + module_linear_macs(double.img_attn.proj, img) + module_linear_macs(double.txt_attn.proj, txt)
+                     + attn_extra),
+            "img_mlp": module_linear_macs(double.img_mlp, img),
+            "txt_mlp": module_linear_macs(double.txt_mlp, txt)}
+    if single is not None:
+        h = single.hidden_size
+        out["single_blocks"] = {
+            "attn": linear_macs(both, h, 3 * h) + (attention_matmul_macs(both, both, h) if attention_matmuls else 0.0),
+            "mlp_in": linear_macs(both, h, _mlp_width(single)),
+            "out_proj": module_linear_macs(single.linear2, both)}
+    return out
+
+
+def _block_modulation_macs(dm: torch.nn.Module) -> float:
+    """Per-block modulation layers (one token per batch row each), or FLUX.2's shared ones."""
+    total = 0.0
+    for block in list(dm.double_blocks) + list(dm.single_blocks):
+        for name in ("img_mod", "txt_mod", "modulation"):
+            mod = getattr(block, name, None)
+            if isinstance(mod, torch.nn.Module):
+                total += module_linear_macs(mod, 1)
+    for name in ("double_stream_modulation_img", "double_stream_modulation_txt", "single_stream_modulation"):
+        mod = getattr(dm, name, None)
+        if mod is not None:
+            total += module_linear_macs(mod, 1)
+    return total
+
+
+def flux_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
+    img, txt = tokens.image, tokens.text
+    embedders = sum(module_linear_macs(m, 1) for m in (dm.time_in, dm.guidance_in, dm.vector_in)
+                    if isinstance(m, torch.nn.Module))
+    final = dm.final_layer
+    constant = (module_linear_macs(dm.img_in, img) + module_linear_macs(dm.txt_in, txt) + embedders
+                + _block_modulation_macs(dm) + module_linear_macs(final.adaLN_modulation, 1)
+                + module_linear_macs(final.linear, img))
+    double = dm.double_blocks[0] if len(dm.double_blocks) else None
+    single = dm.single_blocks[0] if len(dm.single_blocks) else None
+    return CostTable.from_components(FluxAdapter().layout(dm), flux_block_macs(double, single, tokens, attention_matmuls),
+                                     constant)
+
+
+# ------------------------------------------------------------------ adapter
 
 
 class FluxAdapter(FamilyAdapter):
     family = "flux"
     model_classes = (("comfy.ldm.flux.model", "Flux"),)
     variants = {"Flux": "flux-dev", "FluxSchnell": "flux-schnell", "FluxInpaint": "flux-fill"}
-    internal = FLUX_INTERNAL
-
-    def layout(self, dm: torch.nn.Module) -> Layout:
-        return flux_layout(len(dm.double_blocks), len(dm.single_blocks))
-
-    def install(self, patcher: Any, layout: Layout) -> None:
-        install_flux_replacements(patcher, layout)
+    groups = (DOUBLE_BLOCKS, SINGLE_BLOCKS)
 
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
+        # Reference latents (Kontext, FLUX.2 editing) add image tokens that ``x`` does not show; not counted.
         p = dm.patch_size
         h, w = x.shape[-2], x.shape[-1]
         return CallTokens(image=((h + p - 1) // p) * ((w + p - 1) // p),
                           text=0 if context is None else int(context.shape[1]))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-        return flux_costs(FluxDims.of(dm), tokens, attention_matmuls)
+        return flux_costs(dm, tokens, attention_matmuls)
 
 
 ADAPTERS = (FluxAdapter(),)
+
+
+def flux_layout(depth: int, depth_single: int) -> Layout:
+    return FluxAdapter().layout_of_sizes(double_blocks=depth, single_blocks=depth_single)
+
+
+# ------------------------------------------------------------------ tiny models and presets
+
+
+@dataclass(frozen=True)
+class TinyFlux(TinyModel):
+    """FLUX.1 as its checkpoints look to ComfyUI's detection, at a small width."""
+
+    hidden: int = 64
+    heads: int = 2
+    depth: int = 2
+    depth_single: int = 4
+    context_dim: int = 48
+    vec_dim: int = 32
+    mlp_ratio: float = 2.0
+    axes_dim: tuple[int, ...] = (8, 12, 12)
+    guidance_embed: bool = True
+    latent_channels = 16
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        h, head = self.hidden, self.hidden // self.heads
+        keys = {"img_in.weight": (h, self.latent_channels * 4), "txt_in.weight": (h, self.context_dim),
+                "vector_in.in_layer.weight": (h, self.vec_dim), "final_layer.linear.weight": (self.latent_channels * 4, h)}
+        if self.guidance_embed:
+            keys["guidance_in.in_layer.weight"] = (h, 256)
+        for i in range(self.depth):
+            keys[f"double_blocks.{i}.img_attn.norm.key_norm.scale"] = (head,)
+            keys[f"double_blocks.{i}.img_attn.qkv.weight"] = (3 * h, h)
+        for i in range(self.depth_single):
+            keys[f"single_blocks.{i}.linear1.weight"] = (3 * h + int(h * self.mlp_ratio), h)
+        return keys
+
+    def overrides(self) -> dict[str, Any]:
+        # ComfyUI v0.3.x fixes FLUX's width, heads and text width; later versions read them, but fix the head size.
+        return {"hidden_size": self.hidden, "num_heads": self.heads, "axes_dim": list(self.axes_dim),
+                "context_in_dim": self.context_dim, "mlp_ratio": self.mlp_ratio}
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None, guidance: float = 3.5) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[text_states(gen, tokens or 16, self.context_dim),
+                 {"pooled_output": torch.randn(1, self.vec_dim, generator=gen), "guidance": guidance}]]
+
+
+_FLUX_TEXT = ("clip_l.safetensors", "t5xxl_fp16.safetensors")
+
+PRESETS = (
+    # Calibration settings follow the ECAD paper: 20 steps at 256², guidance 5.
+    Preset(name="flux-dev", family="flux", description="FLUX.1-dev (ECAD paper: 20 steps, 256², guidance 5)",
+           files=ModelFiles("flux1-dev.safetensors", _FLUX_TEXT, "FLUX", "ae.safetensors"),
+           steps=20, sampler="euler", scheduler="simple", cfg=1.0, guidance=5.0, width=256, height=256,
+           population=24, generations=250, metric="image_reward"),
+    Preset(name="flux-schnell", family="flux", description="FLUX.1-schnell (4 steps, 256², no guidance)",
+           files=ModelFiles("flux1-schnell.safetensors", _FLUX_TEXT, "FLUX", "ae.safetensors"),
+           steps=4, sampler="euler", scheduler="simple", cfg=1.0, width=256, height=256,
+           population=24, generations=100, metric="image_reward"),
+    tiny_preset("flux", TinyFlux(), "A small random-weight FLUX built through ComfyUI's detection; runs on a CPU in "
+                "minutes", guidance=3.5, images_per_prompt=2),
+)
+
+# hidden 512, 4 double + 8 single blocks, 1024 image tokens (512² image)
+BENCHMARK_MODELS = (
+    BenchmarkModel("flux", TinyFlux(hidden=512, heads=4, depth=4, depth_single=8, context_dim=256, vec_dim=128,
+                                    mlp_ratio=4.0, axes_dim=(16, 56, 56)), width=512, height=512),
+)

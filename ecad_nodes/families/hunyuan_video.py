@@ -1,11 +1,11 @@
 """HunyuanVideo (and HunyuanImage 2.1, the same class) in ComfyUI's ``comfy.ldm.hunyuan_video``.
 
-Its blocks are ComfyUI's FLUX blocks (double blocks with the image stream first in the joint
-attention, ``flipped_img_txt``; single blocks over ``cat(img, txt)``), so the FLUX adapter's block
-replacements serve as they are: they read HunyuanVideo's ``attention_mask`` argument and its
-token-wise modulation (``modulation_dims_*``, used by image-to-video's guiding frame), and apply
-gates to copies, never to cached outputs. Components are FLUX's: double ``attn`` (joint, both
-streams), ``img_mlp``, ``txt_mlp``; single ``attn``, ``mlp_in``, ``out_proj``.
+Its blocks are ComfyUI's FLUX blocks (ComfyUI v0.3.x puts the image stream first in the joint
+attention, ``flipped_img_txt``; later versions the text), so FLUX's groups and mirrors serve as they
+are: they take HunyuanVideo's ``attn_mask`` and its token-wise modulation (``modulation_dims_*``,
+used by image-to-video's guiding frame), and apply gates to copies, never to cached outputs.
+Components are FLUX's: double ``attn`` (joint, both streams), ``img_mlp``, ``txt_mlp``; single
+``attn``, ``mlp_in``, ``out_proj``.
 """
 from __future__ import annotations
 
@@ -15,56 +15,36 @@ from typing import Any, Optional
 
 import torch
 
-from ..costs import CostTable, attention_matmul_macs, linear_macs
-from ..schedule import Layout
+from ..costs import CostTable, attention_matmul_macs, linear_macs, module_linear_macs
+from ..registry import BenchmarkModel, ModelFiles, Preset, tiny_preset
+from ..tiny import TinyModel, text_states
 from .base import CallTokens, FamilyAdapter
-from .flux import FLUX_INTERNAL, flux_block_macs, flux_layout, install_flux_replacements
+from .flux import DOUBLE_BLOCKS, SINGLE_BLOCKS, flux_block_macs
 
-TOKEN_REFINER_BLOCKS = 2      # fixed in ComfyUI's TokenRefiner
-TIMESTEP_FEATURES = 256       # time_in / guidance_in / time_r_in input width
-
-
-@dataclass(frozen=True)
-class HunyuanVideoDims:
-    hidden: int
-    mlp_hidden: int
-    depth: int
-    depth_single: int
-    patch: tuple[int, ...]       # (t, h, w) for video, (h, w) for HunyuanImage 2.1
-    in_channels: int
-    out_features: int            # final layer fan-out (channels × patch area)
-    context_in: int
-    vec_in: int                  # 0 without a pooled-text vector (HunyuanImage 2.1)
-    guidance_embed: bool
-    meanflow: bool
-
-    @classmethod
-    def of(cls, dm: torch.nn.Module) -> "HunyuanVideoDims":
-        p = dm.params
-        return cls(hidden=p.hidden_size, mlp_hidden=int(p.hidden_size * p.mlp_ratio), depth=p.depth,
-                   depth_single=p.depth_single_blocks, patch=tuple(p.patch_size), in_channels=p.in_channels,
-                   out_features=dm.final_layer.linear.out_features, context_in=p.context_in_dim,
-                   vec_in=p.vec_in_dim or 0, guidance_embed=bool(p.guidance_embed), meanflow=bool(p.meanflow))
+HEAD_DIM = 128          # ComfyUI's detection: num_heads = hidden_size // 128
+POOLED_DIM = 768        # CLIP-L pooled output; detection assumes it whenever vector_in exists
 
 
-def hunyuan_video_layout(depth: int, depth_single: int) -> Layout:
-    return flux_layout(depth, depth_single, family="hunyuan_video")
-
-
-def hunyuan_video_costs(dims: HunyuanVideoDims, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-    h, img, txt = dims.hidden, tokens.image, tokens.text
-    embedder = TIMESTEP_FEATURES * h + h * h
-    refiner_block = (2 * h * h + linear_macs(txt, h, 3 * h) + linear_macs(txt, h, h) + 2 * linear_macs(txt, h, 4 * h)
-                     + (attention_matmul_macs(txt, txt, h) if attention_matmuls else 0.0))
-    token_refiner = (linear_macs(txt, dims.context_in, h) + embedder + dims.context_in * h + h * h
-                     + TOKEN_REFINER_BLOCKS * refiner_block)
-    constant = (linear_macs(img, dims.in_channels * math.prod(dims.patch), h)
-                + embedder * (1 + dims.guidance_embed + dims.meanflow)
-                + (dims.vec_in * h + h * h if dims.vec_in else 0) + token_refiner
-                + dims.depth * 2 * h * 6 * h + dims.depth_single * h * 3 * h
-                + h * 2 * h + linear_macs(img, h, dims.out_features))
-    return CostTable.from_components(hunyuan_video_layout(dims.depth, dims.depth_single),
-                                     flux_block_macs(h, dims.mlp_hidden, tokens, attention_matmuls), constant)
+def hunyuan_video_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
+    h, img, txt = dm.params.hidden_size, tokens.image, tokens.text
+    refiner = dm.txt_in
+    refiner_macs = (module_linear_macs(refiner.input_embedder, txt) + module_linear_macs(refiner.t_embedder, 1)
+                    + module_linear_macs(refiner.c_embedder, 1))
+    for block in refiner.individual_token_refiner.blocks:
+        refiner_macs += (module_linear_macs(block.adaLN_modulation, 1) + module_linear_macs(block.self_attn, txt)
+                         + module_linear_macs(block.mlp, txt) + (attention_matmul_macs(txt, txt, h) if attention_matmuls else 0.0))
+    embedders = sum(module_linear_macs(m, 1) for m in (dm.time_in, getattr(dm, "guidance_in", None),
+                                                      getattr(dm, "time_r_in", None), dm.vector_in)
+                    if isinstance(m, torch.nn.Module))
+    per_block_mods = sum(module_linear_macs(getattr(b, name), 1) for b in list(dm.double_blocks) + list(dm.single_blocks)
+                         for name in ("img_mod", "txt_mod", "modulation") if isinstance(getattr(b, name, None), torch.nn.Module))
+    patch = math.prod(dm.params.patch_size)
+    constant = (linear_macs(img, dm.params.in_channels * patch, h) + embedders + refiner_macs + per_block_mods
+                + module_linear_macs(dm.final_layer.adaLN_modulation, 1) + module_linear_macs(dm.final_layer.linear, img))
+    double = dm.double_blocks[0] if len(dm.double_blocks) else None
+    single = dm.single_blocks[0] if len(dm.single_blocks) else None
+    return CostTable.from_components(HunyuanVideoAdapter().layout(dm),
+                                     flux_block_macs(double, single, tokens, attention_matmuls), constant)
 
 
 class HunyuanVideoAdapter(FamilyAdapter):
@@ -73,13 +53,7 @@ class HunyuanVideoAdapter(FamilyAdapter):
     variants = {"HunyuanVideo": "hunyuan-video-t2v", "HunyuanVideoI2V": "hunyuan-video-i2v",
                 "HunyuanVideoSkyreelsI2V": "skyreels-v1-i2v", "HunyuanImage21": "hunyuan-image-2.1",
                 "HunyuanImage21Refiner": "hunyuan-image-2.1-refiner"}
-    internal = FLUX_INTERNAL
-
-    def layout(self, dm: torch.nn.Module) -> Layout:
-        return hunyuan_video_layout(len(dm.double_blocks), len(dm.single_blocks))
-
-    def install(self, patcher: Any, layout: Layout) -> None:
-        install_flux_replacements(patcher, layout)
+    groups = (DOUBLE_BLOCKS, SINGLE_BLOCKS)
 
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
         patch = dm.patch_size
@@ -88,7 +62,87 @@ class HunyuanVideoAdapter(FamilyAdapter):
                           text=0 if context is None else int(context.shape[1]))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-        return hunyuan_video_costs(HunyuanVideoDims.of(dm), tokens, attention_matmuls)
+        return hunyuan_video_costs(dm, tokens, attention_matmuls)
 
 
 ADAPTERS = (HunyuanVideoAdapter(),)
+
+
+@dataclass(frozen=True)
+class TinyHunyuanVideo(TinyModel):
+    """HunyuanVideo as its checkpoints look to ComfyUI's detection (which reads the width: heads = hidden / 128)."""
+
+    hidden: int = 128                # a multiple of HEAD_DIM
+    depth: int = 2
+    depth_single: int = 2
+    context_dim: int = 64            # llava-llama-3 hidden states in the real model (4096)
+    frames: int = 5                  # video frames; the latent has (frames - 1) // 4 + 1 of them
+    guidance_embed: bool = True
+    latent_channels = 16
+    patch: tuple[int, ...] = (1, 2, 2)
+    pooled: bool = True
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        h = self.hidden
+        keys = {"txt_in.individual_token_refiner.blocks.0.norm1.weight": (h,),
+                "img_in.proj.weight": (h, self.latent_channels, *self.patch),
+                "final_layer.linear.weight": (self.latent_channels * math.prod(self.patch), h),
+                "txt_in.input_embedder.weight": (h, self.context_dim)}
+        if self.pooled:
+            keys["vector_in.in_layer.weight"] = (h, POOLED_DIM)
+        if self.guidance_embed:
+            keys["guidance_in.in_layer.weight"] = (h, 256)
+        for i in range(self.depth):
+            keys[f"double_blocks.{i}.img_attn.qkv.weight"] = (3 * h, h)
+        for i in range(self.depth_single):
+            keys[f"single_blocks.{i}.linear1.weight"] = (7 * h, h)
+        return keys
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None, guidance: float = 6.0) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[text_states(gen, tokens or 16, self.context_dim),
+                 {"pooled_output": torch.randn(1, POOLED_DIM, generator=gen), "guidance": guidance}]]
+
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        """As ComfyUI's EmptyHunyuanLatentVideo makes it."""
+        return torch.zeros(batch, self.latent_channels, (self.frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+@dataclass(frozen=True)
+class TinyHunyuanImage21(TinyHunyuanVideo):
+    """HunyuanImage 2.1: the same class on 2-D latents (64 channels, 1×1 patches), without a pooled-text vector."""
+
+    latent_channels = 64
+    compression = 32                 # a 32× VAE
+    test_size = 256                  # an 8×8 latent
+    patch: tuple[int, ...] = (1, 1)
+    pooled: bool = False
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None, guidance: float = 3.5) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[text_states(gen, tokens or 16, self.context_dim), {"guidance": guidance}]]
+
+    def empty_latent(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
+        return TinyModel.empty_latent(self, height, width, batch)
+
+
+PRESETS = (
+    # ComfyUI's HunyuanVideo template: 848×480, 73 frames, 20 euler steps, FluxGuidance 6, no CFG, shift 7.
+    Preset(name="hunyuan-video-t2v", family="hunyuan_video",
+           description="HunyuanVideo t2v 720p (ComfyUI template: 848×480, 73 frames, 20 steps, guidance 6)",
+           files=ModelFiles("hunyuan_video_t2v_720p_bf16.safetensors",
+                            ("clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors"), "HUNYUAN_VIDEO",
+                            "hunyuan_video_vae_bf16.safetensors"),
+           steps=20, sampler="euler", scheduler="simple", cfg=1.0, guidance=6.0, width=848, height=480, frames=73,
+           population=24, generations=50, metric="fidelity", prompts=50, images_per_prompt=1),
+    tiny_preset("hunyuan_video", TinyHunyuanVideo(), "A small random-weight HunyuanVideo built through ComfyUI's "
+                "detection; 2 latent frames on a CPU", guidance=6.0, frames=5),
+)
+
+# hidden 512 (4 heads), 4 double + 8 single blocks, 2 latent frames × 16 × 32 patches = 1024 image tokens
+BENCHMARK_MODELS = (
+    BenchmarkModel("hunyuan_video", TinyHunyuanVideo(hidden=512, depth=4, depth_single=8, context_dim=256, frames=5),
+                   width=512, height=256),
+)
+
+TINY_MODELS = {"hunyuan-image-2.1": TinyHunyuanImage21()}

@@ -1,87 +1,38 @@
-"""Optimizer presets: which model files, sampling settings and search settings a run uses.
+"""Optimizer presets: the model registry's (``ecad_nodes.registry``) and the toy preset.
 
-Each module in this package lists its presets in ``PRESETS``; adding a family adds one module.
-Real presets name the files they expect under ComfyUI's ``models/`` folders; tiny presets build a
-small random-weight model from ComfyUI's classes and run anywhere, on the CPU.
+Presets of ComfyUI models live next to their family adapters (``ecad_nodes/families/<family>.py``);
+this package adds what only the optimizer has: the plain-PyTorch toy model.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Optional
+
+from ecad_nodes import registry
+from ecad_nodes.registry import BenchmarkModel, ModelFiles, Preset
+
+__all__ = ["BenchmarkModel", "ModelFiles", "Preset", "all_presets", "benchmark_models", "preset"]
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    """Files under ComfyUI's model folders (``folder_paths`` names), overridable on the command line."""
-
-    diffusion_model: str                  # models/diffusion_models (or unet); models/checkpoints if ``checkpoint``
-    text_encoders: tuple[str, ...]        # models/text_encoders (or clip)
-    clip_type: str                        # a comfy.sd.CLIPType member name, e.g. "FLUX", "PIXART"
-    vae: str                              # models/vae
-    checkpoint: bool = False              # one all-in-one file (model, text encoder, VAE) as CheckpointLoaderSimple loads
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    family: str
-    description: str
-    steps: int
-    sampler: str                          # a ComfyUI sampler name
-    scheduler: str                        # a ComfyUI scheduler name
-    cfg: float
-    width: int
-    height: int
-    population: int
-    generations: int
-    metric: str                           # "image_reward" or "fidelity"
-    files: Optional[ModelFiles] = None    # real checkpoints the user supplies
-    tiny: Any = None                      # an optimizer.tiny_models spec, for tiny presets
-    guidance: Optional[float] = None      # distilled guidance (FLUX), passed in the conditioning
-    frames: int = 1                       # video models
-    prompts: int = 100                    # calibration prompts used by default
-    images_per_prompt: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.tiny is not None
-
-
-@dataclass(frozen=True)
-class BenchmarkModel:
-    """A moderate-size random-weight model of a family for ``benchmarks/`` (listed in ``BENCHMARK_MODELS``)."""
-
-    name: str
-    spec: Any                             # an optimizer.tiny_models-style spec (build, conditioning, empty_latent)
-    width: int
-    height: int
-    steps: int = 8
-    cfg: float = 1.0
-    sampler: str = "euler"
-    scheduler: str = "simple"
-
-
-def _modules():
+def _legacy_modules():
+    # Families not yet moved next to their adapters.
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         yield importlib.import_module(f"{__name__}.{info.name}")
 
 
 def benchmark_models() -> list[BenchmarkModel]:
-    return [b for module in _modules() for b in getattr(module, "BENCHMARK_MODELS", ())]
+    return registry.benchmark_models() + [b for m in _legacy_modules() for b in getattr(m, "BENCHMARK_MODELS", ())]
 
 
 @lru_cache(maxsize=None)
 def all_presets() -> dict[str, Preset]:
-    found: dict[str, Preset] = {}
-    for module in _modules():
-        for preset in getattr(module, "PRESETS", ()):
-            if preset.name in found:
-                raise RuntimeError(f"two presets are named {preset.name!r}")
-            found[preset.name] = preset
+    found = dict(registry.all_presets())
+    for module in _legacy_modules():
+        for p in getattr(module, "PRESETS", ()):
+            if p.name in found:
+                raise RuntimeError(f"two presets are named {p.name!r}")
+            found[p.name] = p
     return found
 
 

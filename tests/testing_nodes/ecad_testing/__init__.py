@@ -12,7 +12,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 if _REPO not in sys.path:
     sys.path.append(_REPO)
 
-from optimizer.tiny_models import TinyFlux, TinyPixArt  # noqa: E402
+from ecad_nodes.families.flux import TinyFlux
+from ecad_nodes.families.pixart import TinyPixArt  # noqa: E402
 
 SPECS = {"flux": TinyFlux(), "pixart": TinyPixArt()}
 FAMILY = (list(SPECS), {"default": "flux"})
