@@ -15,7 +15,8 @@ from optimizer.comfy_env import ComfyUINotFound, import_comfy  # noqa: E402
 
 try:
     COMFYUI_ROOT = import_comfy(cpu=True) if os.environ.get("COMFYUI_PATH") else None
-    COMFY_SKIP_REASON = "ComfyUI is not available: set COMFYUI_PATH to a ComfyUI checkout (a125cd8, 2025-10-12) to run this test"
+    COMFY_SKIP_REASON = ("ComfyUI is not available: set COMFYUI_PATH to a ComfyUI checkout (scripts/dev.sh test does, for "
+                         "every tree in ../shared/comfyui) to run this test")
 except ComfyUINotFound as e:
     COMFYUI_ROOT = None
     COMFY_SKIP_REASON = f"ComfyUI is not available ({e}); set COMFYUI_PATH to a ComfyUI checkout to run this test"
@@ -24,8 +25,7 @@ requires_comfy = pytest.mark.skipif(COMFYUI_ROOT is None, reason=COMFY_SKIP_REAS
 
 
 def _find_reference() -> Path | None:
-    candidates = [os.environ.get("ECAD_REFERENCE_PATH"), ROOT.parent / "shared" / "ecad-reference",
-                  Path("/work/shared/ecad-reference")]
+    candidates = [os.environ.get("ECAD_REFERENCE_PATH"), ROOT.parent / "shared" / "ecad-reference"]
     for c in candidates:
         if c and (Path(c) / "schedules_in_paper").is_dir():
             return Path(c)
