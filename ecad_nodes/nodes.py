@@ -44,11 +44,11 @@ class ECADLoadSchedule:
     @classmethod
     def IS_CHANGED(cls, schedule, point):
         # Re-run when the file changes on disk (e.g. a finished optimizer run rewrote it).
+        # The file's stamp (device, inode, mtime, size) is what the library's cache is keyed by; reading the
+        # whole file on every queued prompt would cost as much as parsing it.
         if schedule == library.HEURISTICS_SOURCE:
             return point
-        path = library.scan().get(schedule)
-        data = path.read_bytes() if path is not None and path.is_file() else b""
-        return hashlib.sha256(data + point.encode()).hexdigest()
+        return hashlib.sha256(f"{library.stamp(schedule)}\n{point}".encode()).hexdigest()
 
     def load(self, schedule, point):
         return (library.choose(schedule, point),)

@@ -4,16 +4,17 @@
 ``GET /ecad/schedules/summary?name=N``  one file's frontier and baselines (or the built-in heuristics)
 
 ComfyUI also serves every route under ``/api`` (the frontend's ``api.fetchApi`` uses that prefix).
-Only files that ``library.scan()`` lists are read, and only when their real path lies inside the
-folder they were listed from: names that try to leave the folders (``..``, absolute paths,
-backslashes, encoded separators) and symlinks leading out are refused with 400 and never opened.
-A file that cannot be parsed answers with an error entry (name and message), never a 500.
+Only files that the library lists are read, and only when their real path lies inside a schedule
+folder: names that try to leave the folders (``..``, absolute paths, backslashes, encoded
+separators) and symlinks leading out are refused with 400 and never opened. A file that cannot be
+parsed answers with an error entry (name and message, never a value from the file), never a 500.
+Files are read and parsed in a worker thread, never on the server's event loop.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,11 +28,7 @@ log = logging.getLogger("ComfyUI-ECAD")
 
 LIST_PATH = "/ecad/schedules"
 SUMMARY_PATH = "/ecad/schedules/summary"
-MAX_NAME_LENGTH = 1024
-# What a name still holds after the query string was decoded once: a second layer of encoding is an attempt
-# to smuggle a separator or a dot past the checks.
-_ENCODED = re.compile(r"%(2f|5c|2e|00)", re.IGNORECASE)
-_DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_NAME_LENGTH = library.MAX_NAME_LENGTH
 
 routes = web.RouteTableDef()
 
@@ -42,35 +39,22 @@ class RefusedName(ValueError):
 
 def check_name(name: str) -> None:
     """Refuse names that are not plain relative paths inside a schedule folder (before any file is touched)."""
-    if not name:
-        raise RefusedName("no schedule name given")
-    if len(name) > MAX_NAME_LENGTH:
-        raise RefusedName("the schedule name is too long")
-    if "\x00" in name or "\\" in name:
-        raise RefusedName("schedule names use '/' between folders; backslashes and NUL are refused")
-    if _ENCODED.search(name):
-        raise RefusedName("encoded separators or dots in a schedule name are refused")
-    if name.startswith("/") or _DRIVE.match(name):
-        raise RefusedName("absolute paths are refused; use a name from the schedule list")
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        raise RefusedName("'.', '..' and empty path segments are refused")
+    why = library.name_problem(name)
+    if why is not None:
+        raise RefusedName(why)
 
 
 def contained_path(name: str) -> Optional[Path]:
-    """The file a listed name stands for, after checking its real path stays in its folder; None if not listed.
+    """The file a listed name stands for, after checking its real path stays in the schedule folders; None if not listed.
 
-    Raises RefusedName for a listed file (e.g. a symlink) whose real path is outside its folder.
+    Raises RefusedName for a listed file (e.g. a symlink) whose real path is outside the folders.
     """
-    path = library.scan().get(name)
-    if path is None:
+    entry = library.find(name)
+    if entry is None:
         return None
-    for folder in library.schedule_folders():
-        if folder / name == path:
-            real_folder = folder.resolve()
-            if not path.resolve().is_relative_to(real_folder):
-                raise RefusedName("the file leads outside the schedule folders (a symlink?) and is not read")
-            return path
-    raise RefusedName("the file is not inside a schedule folder")
+    if entry.problem is not None:
+        raise RefusedName(entry.problem)
+    return entry.path
 
 
 def _number(x: Optional[float]) -> Optional[float]:
@@ -142,16 +126,16 @@ def error_entry(name: str, message: str) -> dict[str, str]:
 
 
 def _load(name: str) -> dict[str, Any]:
-    """One listed file's summary, or an error entry naming it."""
+    """One listed file's summary, or an error entry naming it (never a server path, never a value from the file)."""
     try:
         return file_summary(name, library.load_source(name))
     except ScheduleError as e:
         return error_entry(name, e.reason)
     except OSError as e:  # vanished or unreadable between listing and reading
-        return error_entry(name, f"cannot be read ({e.strerror or e})")
+        return error_entry(name, f"cannot be read ({e.strerror or type(e).__name__})")
     except Exception as e:  # a file the parser did not foresee must not break the whole list
         log.exception("ECAD: could not summarize schedule %s", name)
-        return error_entry(name, f"could not be summarized ({type(e).__name__}: {e})")
+        return error_entry(name, f"could not be summarized ({type(e).__name__})")
 
 
 def _short(summary: dict[str, Any]) -> dict[str, Any]:
@@ -161,18 +145,35 @@ def _short(summary: dict[str, Any]) -> dict[str, Any]:
     return {**{k: summary[k] for k in keys}, "points": len(summary["points"]), "baselines": len(summary["baselines"])}
 
 
+def _listing() -> list[dict[str, Any]]:
+    entries = []
+    for entry in library.candidates():
+        if entry.problem is not None:
+            entries.append(error_entry(entry.name, entry.problem))
+        else:
+            entries.append(_short(_load(entry.name)))
+    entries.append(_short(heuristics_summary()))
+    return entries
+
+
+def _summary(name: str) -> tuple[dict[str, Any], int]:
+    try:
+        check_name(name)
+        path = contained_path(name)
+    except RefusedName as e:
+        log.warning("ECAD: refused a schedule request for %r: %s", name[:200], e)
+        return error_entry(name[:200], str(e)), 400
+    if path is None:
+        return error_entry(name, "not in the schedule folders (refresh the node list?)"), 404
+    summary = _load(name)
+    return summary, 422 if "error" in summary else 200
+
+
+# Reading and parsing happen in the default thread pool: a large file never blocks the server's event loop.
+
 @routes.get(LIST_PATH)
 async def list_schedules(request: web.Request) -> web.Response:
-    entries = []
-    for name in library.scan():
-        try:
-            path = contained_path(name)
-        except RefusedName as e:
-            entries.append(error_entry(name, str(e)))
-            continue
-        if path is not None:
-            entries.append(_short(_load(name)))
-    entries.append(_short(heuristics_summary()))
+    entries = await asyncio.get_running_loop().run_in_executor(None, _listing)
     return web.json_response({"schedules": entries, "heuristics_source": library.HEURISTICS_SOURCE})
 
 
@@ -181,16 +182,8 @@ async def schedule_summary(request: web.Request) -> web.Response:
     name = request.query.get("name", "")
     if name == library.HEURISTICS_SOURCE:
         return web.json_response(heuristics_summary())
-    try:
-        check_name(name)
-        path = contained_path(name)
-    except RefusedName as e:
-        log.warning("ECAD: refused a schedule request for %r: %s", name[:200], e)
-        return web.json_response(error_entry(name[:200], str(e)), status=400)
-    if path is None:
-        return web.json_response(error_entry(name, "not in the schedule folders (refresh the node list?)"), status=404)
-    summary = _load(name)
-    return web.json_response(summary, status=422 if "error" in summary else 200)
+    body, status = await asyncio.get_running_loop().run_in_executor(None, _summary, name)
+    return web.json_response(body, status=status)
 
 
 def register(table: web.RouteTableDef) -> None:

@@ -141,3 +141,124 @@ def test_schedules_for_another_model_are_refused_with_both_layouts():
     bigger = Layout("pixart", (BlockGroup("blocks", 28, ("self_attn", "cross_attn", "mlp")),))
     with pytest.raises(ScheduleError, match=r"expects pixart \(blocks=4×.*but the model has pixart \(blocks=28×"):
         choice.resolve(bigger, 10)
+
+
+# ------------------------------------------------------------------ hostile folders
+
+def test_a_symlink_leading_outside_is_neither_listed_nor_loaded(folders, tmp_path, caplog):
+    pack, user = folders
+    secret = tmp_path / "secret.json"
+    save_schedule(schedule(("secret-point",)), secret)
+    (user / "linked.json").symlink_to(secret)
+    save_schedule(schedule(), user / "inside.json")
+    (user / "alias.json").symlink_to(user / "inside.json")  # a link that stays inside is fine
+    with caplog.at_level(logging.WARNING):
+        assert library.list_sources() == ["alias.json", "inside.json", library.HEURISTICS_SOURCE]
+        assert not any("secret-point" in label for label in library.all_point_labels())
+        with pytest.raises(ScheduleError, match=r"linked\.json: leads outside the schedule folders"):
+            library.choose("linked.json", "secret-point")
+        library.list_sources()
+    assert [r.getMessage() for r in caplog.records if "linked.json" in r.getMessage()] == [
+        f"ECAD: left out of the schedule list: {user / 'linked.json'}: {library.OUTSIDE}"]
+
+
+def test_folders_leading_outside_are_not_searched_and_link_loops_end(folders, tmp_path):
+    pack, user = folders
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    save_schedule(schedule(("secret-point",)), outside / "secret.json")
+    (user / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (user / "sub").mkdir()
+    save_schedule(schedule(), user / "sub" / "s.json")
+    (user / "sub" / "loop").symlink_to(user, target_is_directory=True)  # sub/loop/sub/loop/... is the same folder
+    assert library.list_sources() == ["sub/s.json", library.HEURISTICS_SOURCE]
+    with pytest.raises(ScheduleError, match="is not in the schedule folders"):
+        library.load_source("elsewhere/secret.json")
+
+
+@pytest.mark.parametrize("file_name", ["a%2fb.json", "back\\slash.json", " lead.json", "new\nline.json"])
+def test_files_whose_names_cannot_be_asked_for_are_left_out(folders, file_name, caplog):
+    pack, _ = folders
+    save_schedule(schedule(), pack / "good.json")
+    save_schedule(schedule(), pack / file_name)
+    with caplog.at_level(logging.WARNING):
+        assert library.list_sources() == ["good.json", library.HEURISTICS_SOURCE]
+    assert any("its name cannot be chosen in a dropdown" in r.getMessage() for r in caplog.records)
+
+
+def test_an_official_file_whose_name_holds_the_label_separator_is_left_out(folders, caplog):
+    import json
+    pack, _ = folders
+    official = {"cache_schedule": {"schedule": {"000": {"0": {"attn1": True, "attn2": True, "ff": True}}}}}
+    (pack / "ours · fast.json").write_text(json.dumps(official))
+    (pack / "ours-fast.json").write_text(json.dumps(official))
+    with caplog.at_level(logging.ERROR):
+        assert library.list_sources() == ["ours-fast.json", library.HEURISTICS_SOURCE]
+    assert library.labels_for("ours-fast.json") == ["ours-fast"]
+    assert library.choose("ours-fast.json", "ours-fast").name == "ours-fast"
+    assert "ours · fast.json: names its only point after the file" in caplog.text
+
+
+def test_a_fifo_in_the_folder_is_left_out_without_blocking(folders):
+    import os
+    pack, _ = folders
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(pack / "pipe.json")
+    save_schedule(schedule(), pack / "good.json")
+    assert library.list_sources() == ["good.json", library.HEURISTICS_SOURCE]
+    with pytest.raises(ScheduleError, match=r"pipe\.json: is not a regular file"):
+        library.load_source("pipe.json")
+
+
+def test_hostile_files_leave_the_heuristics_and_the_good_files_listed(folders, caplog):
+    from test_schedule_format import hostile_documents
+    pack, user = folders
+    save_schedule(schedule(), pack / "good.json")
+    for i, data in enumerate(hostile_documents().values()):
+        (user / f"hostile-{i}.json").write_bytes(data)
+    with caplog.at_level(logging.ERROR):
+        assert library.list_sources() == ["good.json", library.HEURISTICS_SOURCE]
+        assert library.all_point_labels()[-len(HEURISTICS):] == [h.name for h in HEURISTICS]
+    for i in range(len(hostile_documents())):
+        lines = [r for r in caplog.records if f"hostile-{i}.json: " in r.getMessage()]
+        assert len(lines) == 1 and lines[0].getMessage().startswith("ECAD: left out of the schedule list: ")
+
+
+def test_an_unforeseen_error_in_the_reader_leaves_one_file_out_with_one_log_line(folders, monkeypatch, caplog):
+    # The reader raises only ScheduleError for any input (tests/test_schedule_fuzz.py); this stands in for a bug in it.
+    pack, _ = folders
+    save_schedule(schedule(), pack / "good.json")
+    save_schedule(schedule(), pack / "trips.json")
+    real = library.parse_schedule_bytes
+
+    def buggy(data, path=None):
+        if str(path).endswith("trips.json"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(data, path)
+    monkeypatch.setattr(library, "parse_schedule_bytes", buggy)
+    with caplog.at_level(logging.ERROR):
+        assert library.list_sources() == ["good.json", library.HEURISTICS_SOURCE]
+        assert library.list_sources() == ["good.json", library.HEURISTICS_SOURCE]
+    lines = [r.getMessage() for r in caplog.records if "trips.json" in r.getMessage()]
+    assert lines == [f"ECAD: left out of the schedule list: {pack / 'trips.json'}: could not be read (RecursionError); "
+                     "please report this file to ComfyUI-ECAD"]
+
+
+def test_files_are_parsed_once_per_change(folders, monkeypatch):
+    import os
+    pack, _ = folders
+    path = save_schedule(schedule(), pack / "s.json")
+    reads = []
+    real = library.read_limited
+    monkeypatch.setattr(library, "read_limited", lambda p: reads.append(p) or real(p))
+    for _ in range(3):
+        library.list_sources(), library.all_point_labels(), library.choose("s.json", "fast")
+    assert len(reads) == 1
+    stamp = library.stamp("s.json")
+    save_schedule(schedule(("renamed",)), path)  # a new file (atomic replace): a new inode
+    assert library.stamp("s.json") != stamp
+    assert library.labels_for("s.json")[0].startswith("renamed") and len(reads) == 2
+    os.utime(path, ns=(1, 1))  # touched only: parsed again, same result
+    assert library.labels_for("s.json")[0].startswith("renamed") and len(reads) == 3
+    assert library.stamp("missing.json") == "" and library.stamp("../s.json") == ""

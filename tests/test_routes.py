@@ -52,14 +52,14 @@ def folders(tmp_path, monkeypatch):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """Every path the library parses (the real loader still runs)."""
+    """Every path the library reads (the real reader still runs)."""
     seen: list[Path] = []
-    real = library.load_schedule
+    real = library.read_limited
 
     def spy(path):
         seen.append(Path(path))
         return real(path)
-    monkeypatch.setattr(library, "load_schedule", spy)
+    monkeypatch.setattr(library, "read_limited", spy)
     return seen
 
 
@@ -187,6 +187,50 @@ def test_a_symlink_inside_the_folder_is_followed(folders):
     os.symlink(user / "flux-dev.json", user / "alias.json")
     status, body = summary_of("alias.json")
     assert status == 200 and body["family"] == "flux"
+
+
+def test_errors_never_quote_a_value_from_the_file(folders):
+    user, _, outside = folders
+    (user / "versioned.json").write_text('{"format": "ecad-schedule", "version": "s3cr3t-version"}')
+    (user / "named.json").write_text('{"format": "ecad-schedule", "version": 1, "model": {"family": "s3cr3t family"}}')
+    (outside / "leak.json").write_text('{"format": "ecad-schedule", "version": "s3cr3t-outside"}')
+    os.symlink(outside / "leak.json", user / "leak.json")
+    status, listing = get(routes.LIST_PATH)
+    assert status == 200 and "s3cr3t" not in str(listing)
+    by_name = {e["name"]: e for e in listing["schedules"]}
+    assert by_name["versioned.json"]["error"] == ('has a "version" this release cannot read: ComfyUI-ECAD reads format '
+                                                  'version 1')
+    assert by_name["named.json"]["error"].startswith("model.family must be a name of at most 64 letters")
+    assert by_name["leak.json"]["error"] == library.OUTSIDE
+    for name in ("versioned.json", "named.json", "leak.json"):
+        status, body = summary_of(name)
+        assert status in (400, 422) and "s3cr3t" not in str(body)
+
+
+def test_files_are_read_off_the_event_loop(folders, monkeypatch):
+    """A file being read holds a worker thread, never the server: other requests are answered meanwhile."""
+    import threading
+    release = threading.Event()
+    real = library.read_limited
+
+    def held(path):
+        assert release.wait(20), "the event loop was blocked while a file was read"
+        return real(path)
+    monkeypatch.setattr(library, "read_limited", held)
+
+    async def go():
+        app = web.Application()
+        app.add_routes(routes.routes)
+        async with TestClient(TestServer(app)) as client:
+            reading = [asyncio.ensure_future(client.get(f"{SUMMARY}?name=flux-dev.json")),
+                       asyncio.ensure_future(client.get(routes.LIST_PATH))]
+            await asyncio.sleep(0.2)
+            meanwhile = await asyncio.wait_for(client.get(f"{SUMMARY}?name={library.HEURISTICS_SOURCE}"), 10)
+            still_reading = not any(r.done() for r in reading)
+            release.set()
+            done = [await r for r in reading]
+            return meanwhile.status, still_reading, [r.status for r in done], (await done[0].json())["family"]
+    assert asyncio.run(go()) == (200, True, [200, 200], "flux")
 
 
 def test_register_adds_both_routes_to_a_route_table():
