@@ -1,6 +1,7 @@
-"""The example workflows in ``examples/``: the UI file (what ComfyUI's frontend saves and loads) and the
-API file (what ``/prompt`` takes) describe the same graph, and every node, link and widget value fits
-the node definitions of ComfyUI and of this pack.
+"""The example workflow in ``examples/`` (UI format: what ComfyUI's frontend saves and loads, and offers as a
+template) and its API-format twin in ``docs/workflows/`` (what ``/prompt`` takes) describe the same graph, and
+every node, link and widget value fits the node definitions of ComfyUI and of this pack. ``examples/`` holds UI
+workflows only: ComfyUI offers every JSON file there as a template, and an API file would empty the canvas.
 
 The links and the ECAD nodes are checked anywhere; ComfyUI's own nodes need COMFYUI_PATH.
 (``tests/test_server.py`` also runs the API file in a real server, with testing models in place of
@@ -18,15 +19,18 @@ import pytest
 
 from conftest import COMFYUI_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PAIRS = [("flux-dev-ecad.json", "flux-dev-ecad.api.json")]
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+API_WORKFLOWS = REPO / "docs" / "workflows"
+PAIRS = [("flux-dev-ecad.json", "flux-dev-ecad.api.json")]  # examples/<UI file>, docs/workflows/<API file>
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Weight files the examples name, by ComfyUI model folder: empty stand-ins make ComfyUI's file dropdowns list them.
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
 
 
 def load(name: str) -> dict:
-    return json.loads((EXAMPLES / name).read_text())
+    folder = API_WORKFLOWS if name.endswith(".api.json") else EXAMPLES
+    return json.loads((folder / name).read_text())
 
 
 def ecad_classes() -> dict[str, Any]:
@@ -93,6 +97,17 @@ def assert_fits_definitions(workflow: dict, classes: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ anywhere
+
+def test_examples_holds_only_ui_workflows_and_every_api_workflow_has_its_ui_twin():
+    """ComfyUI serves every ``examples/*.json`` as a template: each must be a UI workflow (nodes and links)."""
+    templates = sorted(p.name for p in EXAMPLES.glob("*.json"))
+    assert templates == sorted(ui for ui, _ in PAIRS)
+    for name in templates:
+        workflow = load(name)
+        assert isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links"), list), name
+        assert "class_type" not in json.dumps(workflow), f"{name} looks like an API-format prompt"
+    assert sorted(p.name for p in API_WORKFLOWS.glob("*.json")) == sorted(api for _, api in PAIRS)
+
 
 @pytest.mark.parametrize("ui_name, api_name", PAIRS)
 def test_links_agree_with_both_of_their_ends(ui_name, api_name):

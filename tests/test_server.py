@@ -25,6 +25,36 @@ def write_schedules(base):
     point = FrontierPoint("half", Mask(layout, bits), PointMetrics("psnr", 30.0, macs=1.0, full_macs=2.0))
     save_schedule(ScheduleFile("flux", "tiny", layout, 6, [point]), base / "models" / "ecad_schedules" / "tiny-flux.json")
     (base / "models" / "ecad_schedules" / "corrupt.json").write_text('{"format": "ecad-schedule", "version": ')
+    write_hostile_files(base)
+
+
+SECRET = "s3cr3t"
+
+
+def write_hostile_files(base):
+    """Files a hostile tester leaves in the folder: small files that once crashed or stalled the reader, a symlink to a
+    JSON file outside the schedule folders (whose values are secrets), and names no dropdown can hold."""
+    from test_schedule_format import hostile_documents
+    folder = base / "models" / "ecad_schedules"
+    for i, data in enumerate(hostile_documents().values()):
+        (folder / f"hostile-{i}.json").write_bytes(data)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "settings.json").write_text(json.dumps({"format": "ecad-schedule", "version": SECRET + "-version"}))
+    save_schedule_for_secret(outside / "valid.json")
+    (folder / "linked.json").symlink_to(outside / "settings.json")
+    (folder / "linked-valid.json").symlink_to(outside / "valid.json")
+    (folder / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (folder / "ours · fast.json").write_text(json.dumps({"cache_schedule": {"schedule": {
+        "000": {"0": {"attn1": True, "attn2": True, "ff": True}}}}}))
+
+
+def save_schedule_for_secret(path):
+    from ecad_nodes.families.pixart import pixart_layout
+    from ecad_nodes.schedule import FrontierPoint, Mask, ScheduleFile
+    from ecad_nodes.schedule_io import save_schedule
+    layout = pixart_layout(2)
+    save_schedule(ScheduleFile("pixart", None, layout, 2, [FrontierPoint(SECRET + "-point", Mask.full(layout, 2))]), path)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +99,51 @@ def test_a_corrupt_schedule_file_is_logged_and_does_not_stop_start_up(server):
     assert "Cannot import" not in log
 
 
+def test_hostile_files_and_links_outside_leave_the_node_listed_and_are_named_in_the_log(server):
+    from test_schedule_format import hostile_documents
+    info = server.get("/object_info/ECADLoadSchedule")["ECADLoadSchedule"]
+    assert info["input"]["required"]["schedule"][0] == ["tiny-flux.json", HEURISTICS]
+    points = info["input"]["required"]["point"][0]
+    assert "FORA every 2 steps" in points and "no caching (reference)" in points
+    assert SECRET not in json.dumps(server.get("/object_info"))
+    log = server.log()
+    folder = server.schedules
+    for i in range(len(hostile_documents())):
+        named = [line for line in log.splitlines() if f"{folder / f'hostile-{i}.json'}: " in line]
+        assert len(named) == 1 and "left out of the schedule list" in named[0], (i, named)
+    for name in ("linked.json", "linked-valid.json"):
+        assert f"left out of the schedule list: {folder / name}: leads outside the schedule folders" in log
+    assert f"{folder / 'elsewhere'}: this folder leads outside the schedule folders" in log
+    assert f"{folder / 'ours · fast.json'}: names its only point after the file" in log
+    assert SECRET not in log and "ecad_nodes/" not in log  # no traceback through the pack
+
+
+def test_files_outside_the_folders_are_neither_served_nor_loaded_by_prompts(server):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    listing = server.get("/api/ecad/schedules")
+    by_name = {e["name"]: e for e in listing["schedules"]}
+    assert "leads outside the schedule folders" in by_name["linked.json"]["error"]
+    assert "elsewhere/settings.json" not in by_name and SECRET not in json.dumps(listing)
+    for name in ("linked.json", "linked-valid.json", "elsewhere/valid.json", "../outside/valid.json"):
+        url = f"{server.url}/api/ecad/schedules/summary?name={urllib.parse.quote(name, safe='')}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=30)
+        body = refused.value.read().decode()
+        assert refused.value.code in (400, 404) and SECRET not in body, (name, body)
+    for name in ("linked-valid.json", "elsewhere/valid.json", "../outside/valid.json"):
+        with pytest.raises(AssertionError) as refused:
+            server.run_prompt(workflow(name, SECRET + "-point"))
+        message = str(refused.value)
+        assert "leads outside the schedule folders" in message or "is not in the schedule folders" in message
+        assert "has no point" not in message  # the file was never read
+
+
+def test_comfyui_offers_only_the_ui_workflow_as_a_template(server):
+    assert server.get("/workflow_templates").get("ComfyUI-ECAD") == ["flux-dev-ecad"]
+
+
 def test_a_heuristic_workflow_runs_through_the_prompt_api(server):
     result = server.run_prompt(workflow(HEURISTICS, "FORA every 2 steps", cfg=3.0))
     assert result["status"]["status_str"] == "success", result["status"]
@@ -103,8 +178,8 @@ def test_a_schedule_for_another_model_fails_the_prompt_with_a_clear_message(serv
 
 
 def example_with_testing_models() -> dict:
-    """examples/flux-dev-ecad.api.json with its weight files replaced by the testing pack's random-weight stand-ins."""
-    prompt = json.loads((REPO / "examples" / "flux-dev-ecad.api.json").read_text())
+    """docs/workflows/flux-dev-ecad.api.json with its weight files replaced by the testing pack's random-weight stand-ins."""
+    prompt = json.loads((REPO / "docs" / "workflows" / "flux-dev-ecad.api.json").read_text())
     stand_ins = {
         "UNETLoader": {"class_type": "ECADTestTinyModel", "inputs": {"family": "flux", "seed": 0}},
         "CLIPTextEncode": {"class_type": "ECADTestConditioning", "inputs": {"family": "flux", "seed": 1, "tokens": 8}},
