@@ -154,9 +154,9 @@ PRESETS = (
                 "on a CPU", cfg=4.5, frames=7),
 )
 
-# hidden 512 (4 heads of 128, the video MLP at ComfyUI's fixed 12288), 8 blocks, 2 latent frames × 16 × 32 patches =
-# 1024 video tokens; CFG batches cond and uncond
+# hidden 512 (4 heads of 128), 4 blocks (the video MLP at ComfyUI's fixed 12288 makes each block about 3× a FLUX
+# benchmark block), 2 latent frames × 16 × 32 patches = 1024 video tokens; CFG batches cond and uncond
 BENCHMARK_MODELS = (
-    BenchmarkModel("mochi", TinyMochi(hidden_x=512, hidden_y=256, heads=4, depth=8, t5_dim=256), width=512, height=256,
+    BenchmarkModel("mochi", TinyMochi(hidden_x=512, hidden_y=256, heads=4, depth=4, t5_dim=256), width=512, height=256,
                    cfg=4.5),
 )
