@@ -183,6 +183,7 @@ class CacheRuntime:
         self._computed: dict[Hashable, np.ndarray] = {}
         self._reused: dict[Hashable, np.ndarray] = {}
         self.evaluations = np.zeros(self.steps, dtype=np.int64)
+        self.step_plain = self._plain(0)
         self.costs: Optional[CostTable] = None
         self.tokens: Any = None
         self.model: Optional[torch.nn.Module] = None  # the diffusion model being run, for adapters
@@ -212,8 +213,14 @@ class CacheRuntime:
         self.evaluations[step] += 1
         return step
 
+    def _plain(self, step: int) -> bool:
+        """Whether ``step`` computes every component and stores none: then the model runs exactly as unpatched
+        (every hook calls straight through; the call is counted as a whole)."""
+        return bool(self.compute[step].all()) and not self.keep[step].any()
+
     def _enter_step(self, step: int) -> None:
         self.step = step
+        self.step_plain = self._plain(step)
         # Whatever this step recomputes is stale now: free it before the new outputs arrive.
         for bit in np.flatnonzero(self.compute[step]):
             if self._entries[bit]:
@@ -240,6 +247,9 @@ class CacheRuntime:
         token = _ACTIVE.set(self)
         try:
             yield self
+            if self.step_plain:  # no component was routed: every one of them computed, for every stream
+                for s in self._streams:
+                    self._computed[s][self.step] += 1
         finally:
             _ACTIVE.reset(token)
 
@@ -269,6 +279,7 @@ class CacheRuntime:
             return
         self.compute[self.step:, bits] = True
         self.keep = keep_plan(self.compute, self.consumers)
+        self.step_plain = self._plain(self.step)
         self.notes.append(f"step {self.step}: {len(bits)} component(s) computed at every step from here on: {why}")
 
     def will_compute(self, bit: int) -> bool:

@@ -166,7 +166,23 @@ def test_a_changed_input_shape_resets_the_caches():
     _, computed = run_component(rt, ("c",), 0, shape=larger)
     assert computed
     report = rt.close()
-    assert report.resets == 1 and "caches reset" in report.notes[0]
+    assert report.resets == 1 and "caches were reset" in report.notes[0]
+
+
+def test_a_shape_change_in_one_stream_keeps_the_other_streams_caches():
+    """Context windows of different lengths are separate streams: one window's shape says nothing about another's."""
+    rt = runtime_for([[1, 1, 1, 1], [0, 0, 0, 0]])
+    smaller = CallShape((4, 4, 8), 1, torch.float32, torch.device("cpu"))
+    at_step(rt, 0)
+    run_component(rt, ("window-a",), 0)
+    run_component(rt, ("window-b",), 0, shape=smaller)
+    at_step(rt, 1)
+    reused_a, computed_a = run_component(rt, ("window-a",), 0)
+    reused_b, computed_b = run_component(rt, ("window-b",), 0, shape=smaller)
+    assert not computed_a and not computed_b
+    assert reused_a[0, 0] == reused_b[0, 0] == 0  # both from step 0
+    _, recomputed = run_component(rt, ("window-a",), 0, shape=smaller)  # window a changes shape: only a resets
+    assert recomputed and rt.close().resets == 1
 
 
 def test_each_evaluation_follows_the_step_of_its_noise_level():

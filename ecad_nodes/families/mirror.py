@@ -249,7 +249,7 @@ class MirroredForward:
     @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, *args, **kwargs):
         rt = active_runtime()
-        if rt is None or rt.hooks_pass_through:
+        if rt is None or rt.hooks_pass_through or rt.step_plain:
             return self.original(*args, **kwargs)
         if rt.computes_all_and_keeps_none(self.all_bits):
             rt.count_computed(self.all_bits)
