@@ -171,6 +171,18 @@ class FamilyAdapter(ABC):
     def tokens(self, diffusion_model: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
         """Token counts of a call with latent ``x`` and text ``context``."""
 
+    def call_tokens(self, diffusion_model: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+                    extra_conds: dict) -> CallTokens:
+        """Token counts of a model call from everything it gets: ``tokens`` unless the call's other conditioning
+        (``extra_conds``, e.g. image-to-video's vision states, LTX-2's packed audio latent) adds tokens."""
+        return self.tokens(diffusion_model, x, context)
+
+    def stream_variant(self, extra_conds: dict) -> Any:
+        """What of a call's conditioning, besides its cond uuid, changes what the blocks compute on, or None. Calls that
+        differ in it keep separate caches (LTX-2's identity guidance predicts a prompt again without its reference
+        audio, at the same step, under the same uuid)."""
+        return None
+
     @abstractmethod
     def costs(self, diffusion_model: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         """MACs per batch row for a call with these token counts."""
@@ -224,7 +236,7 @@ class ForwardHook:
     @torch.compiler.disable  # caching decisions are Python control flow: keep torch.compile out of them
     def __call__(self, *args, **kwargs):
         rt = active_runtime()
-        if rt is None or rt.hooks_pass_through:
+        if rt is None or rt.hooks_pass_through or rt.step_plain:
             return self.original(*args, **kwargs)
         out = rt.component_if_needed(self.bit, lambda: self.original(*args, **kwargs))
         if out is None:
