@@ -3,22 +3,33 @@
 A genome is evaluated once per run: its hash is looked up first. Each row keeps the metrics, the
 timings, the prompt/seed set and the model identity it was measured with, and where the genome
 came from. A killed run loses at most the evaluation in flight.
+
+The database and the search checkpoint are one unit (``optimizer/run_dir.py``): each row carries
+its insertion number and a checksum of its contents, and each checkpoint records how many rows the
+database held and a digest of their checksums. Opening a database runs SQLite's integrity check
+and every row's checksum; anything wrong is a ``DamagedRun`` naming the file. Before a checkpoint is
+written, the write-ahead log is copied into the database file (``sync``), so losing the ``-wal``
+file after a kill loses only evaluations the resumed run repeats.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from .evaluate import Evaluation, Timings
 from .genome import pack, unpack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,6 +51,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     origin TEXT NOT NULL,             -- "FORA-2", "generation 3", ...
     generation INTEGER NOT NULL,
     created REAL NOT NULL,
+    seq INTEGER NOT NULL UNIQUE,      -- insertion order: 1, 2, 3, ...
+    checksum TEXT NOT NULL,           -- sha256 of every other column (row_checksum)
     PRIMARY KEY (genome_hash, context)
 );
 CREATE TABLE IF NOT EXISTS generations (
@@ -52,6 +65,27 @@ CREATE TABLE IF NOT EXISTS generations (
     finished REAL NOT NULL
 );
 """
+_ROW = ("genome_hash, context, genome, n_var, quality, cost, macs, latency_ms, scores, model_seconds, decode_seconds, "
+        "metric_seconds, calibration_hash, model_hash, origin, generation, created, seq")
+
+
+class DamagedRun(RuntimeError):
+    """A file of the run directory that cannot be used as it is; ``str()`` is ``"<file>: <problem>"``."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def row_checksum(row: tuple) -> str:
+    """sha256 over one evaluation row (the columns of ``_ROW``, in order), exact for every stored value."""
+    def canonical(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return ["blob", value.hex()]
+        if isinstance(value, float):
+            return ["real", value.hex()]
+        return value
+    return hashlib.sha256(json.dumps([canonical(v) for v in row], separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass
@@ -65,57 +99,156 @@ class StoredEvaluation:
 
 class RunDatabase:
     def __init__(self, path: Path, context: str, model_hash: str, calibration_hash: str):
+        """Open (or create) the database and check it: SQLite's integrity check, the schema, every row's checksum."""
         self.path = Path(path)
         self.context, self.model_hash, self.calibration_hash = context, model_hash, calibration_hash
-        self.db = sqlite3.connect(str(self.path), isolation_level=None)  # autocommit: each write is durable at once
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self._check_header()
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None)  # autocommit: each write durable at once
+        except sqlite3.Error as e:
+            raise DamagedRun(self.path, f"cannot be opened ({e})") from None
+        try:
+            with self._sqlite("opening it"):
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise DamagedRun(self.path, f"is damaged (SQLite's check: {'; '.join(problems)})")
+                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables:
+                    self.db.executescript(_SCHEMA)
+                    self.set_meta("schema_version", SCHEMA_VERSION)
+                self._check_schema()
+                self._check_rows()
+                self._next_seq = 1 + self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM evaluations").fetchone()[0]
+        except BaseException:
+            self.db.close()
+            raise
+
+    # ------------------------------------------------------------ checks
+
+    def _check_header(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            return  # a new database
+        except OSError as e:
+            raise DamagedRun(self.path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+        if head and head != SQLITE_HEADER[:len(head)] or 0 < len(head) < len(SQLITE_HEADER):
+            raise DamagedRun(self.path, "is not an SQLite database (its header is damaged or it is another file)")
+
+    def _check_schema(self) -> None:
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(evaluations)")}
+        version = self.get_meta("schema_version")
+        if version != SCHEMA_VERSION or not {"seq", "checksum"} <= columns:
+            raise DamagedRun(self.path, f"was written by another version of the optimizer (database schema "
+                                        f"{version or 1}; this version writes {SCHEMA_VERSION}); start a new run in "
+                                        "another --run-dir")
+
+    def _check_rows(self) -> None:
+        bad = total = 0
+        for row in self.db.execute(f"SELECT {_ROW}, checksum FROM evaluations"):
+            total += 1
+            bad += row_checksum(row[:-1]) != row[-1]
+        if bad:
+            raise DamagedRun(self.path, f"{bad} of its {total} evaluations do not match their checksums: the file was "
+                                        "changed or damaged")
+
+    @contextmanager
+    def _sqlite(self, doing: str) -> Iterator[None]:
+        """SQLite errors as DamagedRun naming the file (a full disk, a read-only folder, a malformed page, ...)."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise DamagedRun(self.path, f"SQLite error while {doing}: {e}") from None
+
+    # ------------------------------------------------------------ what a checkpoint records
+
+    def state(self) -> dict[str, Any]:
+        """What the database holds now: the number of evaluations, the last insertion number and a digest."""
+        with self._sqlite("reading its evaluations"):
+            rows = self.db.execute("SELECT seq, checksum FROM evaluations ORDER BY seq").fetchall()
+        return {"evaluations": len(rows), "last_seq": rows[-1][0] if rows else 0,
+                "digest": hashlib.sha256("".join(c for _, c in rows).encode()).hexdigest()}
+
+    def holds(self, state: dict[str, Any]) -> Optional[str]:
+        """Why the database does not hold what ``state`` recorded (None if it does; later rows may follow)."""
+        with self._sqlite("reading its evaluations"):
+            rows = self.db.execute("SELECT checksum FROM evaluations WHERE seq <= ? ORDER BY seq",
+                                   (int(state["last_seq"]),)).fetchall()
+        if len(rows) != state["evaluations"]:
+            return (f"holds {len(rows)} of the {state['evaluations']} evaluations the checkpoint records (emptied, "
+                    "truncated, replaced, or its -wal file lost before the checkpoint was written)")
+        if hashlib.sha256("".join(r[0] for r in rows).encode()).hexdigest() != state["digest"]:
+            return "holds other evaluations than the checkpoint records (changed or replaced)"
+        return None
+
+    def sync(self) -> None:
+        """Copy the write-ahead log into the database file (and sync it), so the file alone holds every evaluation."""
+        with self._sqlite("writing its log into the database file"):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # ------------------------------------------------------------ run metadata
 
     def get_meta(self, key: str) -> Optional[Any]:
-        row = self.db.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        with self._sqlite("reading the run's settings"):
+            row = self.db.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError):
+            raise DamagedRun(self.path, f"the run entry '{key}' is not JSON (the file was changed or damaged)") from None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        with self._sqlite("writing the run's settings"):
+            self.db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # ------------------------------------------------------------ evaluations
 
     def get(self, genome_hash: str) -> Optional[StoredEvaluation]:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE genome_hash = ? AND context = ?",
-                              (genome_hash, self.context)).fetchone()
+        with self._sqlite("reading an evaluation"):
+            row = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE genome_hash = ? AND context = ?",
+                                  (genome_hash, self.context)).fetchone()
         return _stored(row) if row else None
 
     def put(self, genome_hash: str, genome: np.ndarray, ev: Evaluation, origin: str, generation: int) -> None:
         t = ev.timings
-        self.db.execute(
-            "INSERT OR REPLACE INTO evaluations (genome_hash, context, genome, n_var, quality, cost, macs, latency_ms, "
-            "scores, model_seconds, decode_seconds, metric_seconds, calibration_hash, model_hash, origin, generation, "
-            "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (genome_hash, self.context, pack(genome), len(genome), ev.quality, ev.cost, ev.macs, ev.latency_ms,
-             json.dumps([float(s) for s in ev.scores]), t.model, t.decode, t.metric, self.calibration_hash,
-             self.model_hash, origin, generation, time.time()))
+        row = (genome_hash, self.context, pack(genome), int(len(genome)), float(ev.quality), float(ev.cost),
+               float(ev.macs), float(ev.latency_ms), json.dumps([float(s) for s in ev.scores]), float(t.model),
+               float(t.decode), float(t.metric), self.calibration_hash, self.model_hash, origin, int(generation),
+               time.time(), self._next_seq)
+        if not all(math.isfinite(v) for v in row[4:8]):  # SQLite would store NaN as NULL
+            raise ValueError(f"the evaluation of genome {genome_hash[:12]} is not finite (quality {ev.quality}, cost "
+                             f"{ev.cost}): the model or the metric produced NaN or infinity")
+        with self._sqlite("storing an evaluation"):
+            self.db.execute(f"INSERT INTO evaluations ({_ROW}, checksum) VALUES ({', '.join('?' * 19)})",
+                            (*row, row_checksum(row)))
+        self._next_seq += 1
 
     def all(self) -> list[StoredEvaluation]:
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE context = ? ORDER BY created, genome_hash",
-                               (self.context,)).fetchall()
+        with self._sqlite("reading its evaluations"):
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE context = ? ORDER BY seq",
+                                   (self.context,)).fetchall()
         return [_stored(r) for r in rows]
 
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (self.context,)).fetchone()[0]
+        with self._sqlite("counting its evaluations"):
+            return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (self.context,)).fetchone()[0]
 
     # ------------------------------------------------------------ generations
 
     def record_generation(self, generation: int, hypervolume: float, population: list[str], evaluated: int,
                           reused: int, seconds: float) -> None:
-        self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (generation, hypervolume, json.dumps(population), evaluated, reused, seconds, time.time()))
+        with self._sqlite("recording a generation"):
+            self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (generation, hypervolume, json.dumps(population), evaluated, reused, seconds, time.time()))
 
     def generations(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT generation, hypervolume, evaluated, reused, seconds FROM generations "
-                               "ORDER BY generation").fetchall()
+        with self._sqlite("reading the generations"):
+            rows = self.db.execute("SELECT generation, hypervolume, evaluated, reused, seconds FROM generations "
+                                   "ORDER BY generation").fetchall()
         return [dict(zip(("generation", "hypervolume", "evaluated", "reused", "seconds"), r)) for r in rows]
 
     def close(self) -> None:

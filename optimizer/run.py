@@ -239,13 +239,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     for problem in (_writable_file_problem(out, "--out"), _writable_file_problem(run_dir / "run.sqlite", "--run-dir")):
         if problem:
             problems.append(problem)
-    from .search import CHECKPOINT_NAME
-    has_run = (run_dir / "run.sqlite").is_file()
-    if args.resume and not has_run:
-        problems.append(f"--resume: {run_dir} holds no run to resume (no run.sqlite); start one without --resume")
-    elif has_run and not args.resume:
-        problems.append(f"{run_dir} already holds a run: continue it with --resume, or choose another --run-dir "
-                        f"(or delete {run_dir / 'run.sqlite'} and {run_dir / CHECKPOINT_NAME} to start over)")
+    from .run_dir import setup_problems
+    problems.extend(setup_problems(run_dir, args.resume))
 
     plan = Plan(preset, args, steps, width, height, args.sampler or preset.sampler, args.scheduler or preset.scheduler,
                 preset.cfg if args.cfg is None else args.cfg, preset.guidance if args.guidance is None else args.guidance,
@@ -337,15 +332,16 @@ def run(args: argparse.Namespace) -> int:
         device = f"cpu ({torch.get_num_threads()} threads)"
     settings = _settings(plan, model_identity, device, calibration_hash)
 
-    from .database import RunDatabase
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    db = RunDatabase(plan.run_dir / "run.sqlite", settings.fingerprint(), _short_hash(model_identity), calibration_hash)
+    from .run_dir import check_resume, open_run
+    # run.sqlite and checkpoint.pkl checked against each other (optimizer/run_dir.py) before anything is written
+    db, checkpoint = open_run(plan.run_dir, settings.fingerprint(), _short_hash(model_identity), calibration_hash)
     try:
         stored = db.get_meta("settings")
         if stored is not None and stored != settings.to_json():
             lines = differences(stored, settings.to_json())
             raise SetupError(f"--resume: {plan.run_dir} was made with other settings, so its evaluations do not apply:\n  - "
                              + "\n  - ".join(lines) + "\nresume with the run's settings, or choose another --run-dir")
+        check_resume(db, checkpoint, settings.fingerprint(), settings_stored=stored is not None)
         if stored is None:
             db.set_meta("settings", settings.to_json())
             db.set_meta("created", _now())
@@ -515,10 +511,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from .database import DamagedRun
     try:
         return run(args)
-    except SetupError as e:
+    except (SetupError, DamagedRun) as e:  # DamagedRun: "<file>: <problem>"
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or type(e).__name__}", file=sys.stderr)  # e.g. a folder made read-only
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; every finished evaluation is in the database. Continue with: python -m optimizer.run "

@@ -1,8 +1,9 @@
 """NSGA-II over schedule genomes (pymoo, ask/tell), with a database and checkpoints that survive being killed.
 
 Each generation: ``ask`` the algorithm for candidates, take each one's objectives from the database
-or evaluate it (and commit it at once), ``tell`` the results, then write the algorithm — population,
-RNG state and all — to ``checkpoint.pkl`` atomically. A resumed run loads the checkpoint, is asked
+or evaluate it (and commit it at once), ``tell`` the results, copy the database's log into its file,
+then write the algorithm — population, RNG state and all — to ``checkpoint.pkl`` atomically, with
+what the database holds (``optimizer/run_dir.py``). A resumed run loads the checkpoint, is asked
 for the very same candidates (same RNG state), finds those already evaluated in the database and
 ends with the same frontier as an uninterrupted run.
 
@@ -11,9 +12,6 @@ computation's. Constraint (the ECAD paper's): a candidate must cache something.
 """
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,14 +26,12 @@ from pymoo.operators.mutation.bitflip import BitflipMutation
 from pymoo.problems.static import StaticProblem
 from pymoo.core.termination import NoTermination
 
-from .database import RunDatabase, StoredEvaluation
+from .database import DamagedRun, RunDatabase, StoredEvaluation
 from .evaluate import Evaluation, Evaluator, Timings
 from .genome import GenomeCodec, genome_hash
 from .report import hypervolume, pareto_front, summary_line
+from .run_dir import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from .seeding import initial_population
-
-CHECKPOINT_NAME = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 1
 
 
 class ScheduleProblem(Problem):
@@ -94,35 +90,19 @@ def make_algorithm(codec: GenomeCodec, config: SearchConfig) -> NSGA2:
     return algorithm
 
 
-def save_checkpoint(path: Path, algorithm: NSGA2, completed: int, fingerprint: str) -> None:
-    """Atomic: a kill during the write leaves the previous checkpoint intact."""
-    data = pickle.dumps({"format": CHECKPOINT_FORMAT, "completed": completed, "fingerprint": fingerprint,
-                         "algorithm": algorithm}, protocol=pickle.HIGHEST_PROTOCOL)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_checkpoint(path: Path, algorithm: NSGA2, completed: int, fingerprint: str,
+                    database: Optional[dict] = None) -> None:
+    """Atomic, with a digest; ``database``: what the run's database holds now (``RunDatabase.state``)."""
+    write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "completed": completed, "fingerprint": fingerprint,
+                            "database": database or {"evaluations": 0, "last_seq": 0, "digest": ""},
+                            "algorithm": algorithm})
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> Optional[dict]:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, "rb") as f:
-            state = pickle.load(f)
-    except Exception as e:  # a foreign or damaged file: say which, lose nothing else
-        raise RuntimeError(f"{path}: the search checkpoint cannot be read ({type(e).__name__}: {e}); delete it to "
-                           "restart the search from its first generation (evaluations stay in the database)") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"{path}: not a checkpoint of this optimizer version")
-    if state.get("fingerprint") != fingerprint:
-        raise RuntimeError(f"{path}: the checkpoint belongs to a run with other settings than its database")
+    """The checkpoint's state (None if there is none); a DamagedRun naming the file if it is damaged or foreign."""
+    state = read_checkpoint(path)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        raise DamagedRun(path, "the checkpoint belongs to a run with other settings than its database")
     return state
 
 
@@ -243,10 +223,11 @@ class Search:
                 self.db.set_meta("hypervolume_reference", hv_ref)
             front = pareto_front(list(points.items()))
             hv = hypervolume([points[k] for k in front], hv_ref)
-            save_checkpoint(self.checkpoint_path, algorithm, completed, self.fingerprint)
             pop_hashes = [genome_hash(x) for x in algorithm.pop.get("X").astype(bool)]
             self.db.record_generation(generation, hv, pop_hashes, self.new_evaluations - new_before,
                                       self.reused_evaluations - reused_before, time.perf_counter() - gen_start)
+            self.db.sync()  # the database file holds everything the checkpoint will record, without its -wal
+            save_checkpoint(self.checkpoint_path, algorithm, completed, self.fingerprint, self.db.state())
             self._line(f"generation {generation}/{generations}: "
                        + summary_line([points[k] for k in front], hv, self.metric_short,
                                       self.new_evaluations - new_before, self.reused_evaluations - reused_before))

@@ -126,13 +126,24 @@ def _mid_generation(db_path: Path) -> bool:
     return done[0] >= 2 and evaluations > done[1]
 
 
-def test_sigkill_mid_generation_then_resume_ends_like_an_uninterrupted_run(tmp_path):
-    whole = run_cli(*TOY, "--run-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "whole.json"))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[list[tuple], dict]:
+    """The frontier and search provenance of a run that was never interrupted."""
+    tmp = tmp_path_factory.mktemp("whole")
+    whole = run_cli(*TOY, "--run-dir", str(tmp / "run"), "--out", str(tmp / "whole.json"))
     assert whole.returncode == 0, whole.stderr
+    return frontier_of(tmp / "whole.json"), load_schedule(tmp / "whole.json").provenance["search"]
 
-    run_dir, out = tmp_path / "killed", tmp_path / "killed.json"
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """A run directory as SIGKILL left it mid-generation: a checkpoint, and later evaluations in the -wal file.
+
+    Tests work on copies (``copy_killed``)."""
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *TOY, "--run-dir", str(run_dir), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *TOY, "--run-dir", str(run_dir), "--out",
+                             str(run_dir.parent / "killed.json")],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600
@@ -148,14 +159,183 @@ def test_sigkill_mid_generation_then_resume_ends_like_an_uninterrupted_run(tmp_p
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not out.exists() and (run_dir / CHECKPOINT_NAME).is_file()
+    assert not (run_dir.parent / "killed.json").exists() and (run_dir / CHECKPOINT_NAME).is_file()
+    return run_dir
 
+
+def copy_killed(killed: Path, tmp_path: Path) -> Path:
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed, run_dir)
+    return run_dir
+
+
+def test_sigkill_mid_generation_then_resume_ends_like_an_uninterrupted_run(killed, uninterrupted, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "resumed.json"
     resumed = run_cli(*TOY, "--run-dir", str(run_dir), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after generation" in resumed.stdout
-    assert frontier_of(out) == frontier_of(tmp_path / "whole.json")
-    a, b = (load_schedule(p).provenance["search"] for p in (out, tmp_path / "whole.json"))
-    assert a == b  # same generations and the same number of schedules evaluated
+    assert frontier_of(out) == uninterrupted[0]
+    assert load_schedule(out).provenance["search"] == uninterrupted[1]  # same generations and evaluation count
+
+
+# ---------------------------------------------------------------- damaged run directories
+
+def resume(run_dir: Path, out: Path, **kwargs) -> subprocess.CompletedProcess:
+    return run_cli(*TOY, "--run-dir", str(run_dir), "--out", str(out), "--resume", **kwargs)
+
+
+def assert_refused(done: subprocess.CompletedProcess, path: Path, *, problem: str = "", out: Path | None = None) -> str:
+    """Exit 2 with one clean line ``error: <file>: <problem>``, no traceback, and no schedule file written."""
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert done.stderr.startswith(f"error: {path}: {problem}"), done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert out is None or not out.exists()
+    return done.stderr
+
+
+def evaluation_count(run_dir: Path) -> int:
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    try:
+        return db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_an_emptied_database_is_refused_and_left_as_it_is(killed, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    for side in ("run.sqlite-wal", "run.sqlite-shm"):
+        (run_dir / side).unlink(missing_ok=True)
+    (run_dir / "run.sqlite").write_bytes(b"")
+    err = assert_refused(resume(run_dir, out), run_dir / "run.sqlite", problem="holds no evaluations, but checkpoint.pkl "
+                         "records", out=out)
+    assert f"delete {run_dir} to start over" in err
+    assert (run_dir / "run.sqlite").stat().st_size == 0  # nothing was written into it
+
+
+def test_a_truncated_database_is_refused(killed, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    db = run_dir / "run.sqlite"
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+    assert_refused(resume(run_dir, out), db, out=out)
+
+
+def test_a_database_with_a_damaged_header_is_refused(killed, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    with open(run_dir / "run.sqlite", "r+b") as f:
+        f.write(b"garbage!")
+    assert_refused(resume(run_dir, out), run_dir / "run.sqlite", problem="is not an SQLite database", out=out)
+
+
+def test_a_changed_evaluation_is_refused(killed, tmp_path):
+    """One stored quality changed in place (SQLite's own check cannot see it): its row checksum can."""
+    import struct
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    [(quality,)] = db.execute("SELECT quality FROM evaluations ORDER BY seq LIMIT 1").fetchall()
+    db.close()
+    data = bytearray((run_dir / "run.sqlite").read_bytes())
+    stored = struct.pack(">d", quality)  # SQLite keeps a REAL as 8 big-endian bytes
+    assert data.count(stored) == 1, "the first evaluation is in the database file (synced before the checkpoint)"
+    at = data.index(stored)
+    data[at + 7] ^= 0x01  # the last bit of the mantissa
+    (run_dir / "run.sqlite").write_bytes(bytes(data))
+    assert_refused(resume(run_dir, out), run_dir / "run.sqlite", problem="1 of its", out=out)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+def test_garbled_database_pages_give_a_named_error_or_the_uninterrupted_frontier(killed, uninterrupted, tmp_path,
+                                                                                  fraction):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    db = run_dir / "run.sqlite"
+    data = bytearray(db.read_bytes())
+    at = int(len(data) * fraction)
+    data[at:at + 256] = bytes((i * 37 + 11) % 256 for i in range(256))
+    db.write_bytes(bytes(data))
+    done = resume(run_dir, out)
+    if done.returncode == 0:  # the garbled bytes were in free space
+        assert frontier_of(out) == uninterrupted[0]
+    else:
+        assert_refused(done, db, out=out)
+
+
+def test_a_deleted_database_is_refused_while_its_checkpoint_remains(killed, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+    done = resume(run_dir, out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--resume: {run_dir / 'run.sqlite'} is missing, but {run_dir / CHECKPOINT_NAME} is there" in done.stderr
+    # nor does a new run start on the old checkpoint
+    fresh = run_cli(*TOY, "--run-dir", str(run_dir), "--out", str(out))
+    assert fresh.returncode == 2 and f"{run_dir} holds checkpoint.pkl from an earlier run but no run.sqlite" in fresh.stderr
+    assert not out.exists()
+
+
+def test_a_lost_write_ahead_log_repeats_only_what_it_held(killed, uninterrupted, tmp_path):
+    """The log held the evaluations made after the last checkpoint: the resumed run evaluates them again."""
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    assert (run_dir / "run.sqlite-wal").stat().st_size > 0, "the killed run left evaluations in its log"
+    with_log = evaluation_count(copy_killed(killed, tmp_path / "probe"))
+    for side in ("run.sqlite-wal", "run.sqlite-shm"):
+        (run_dir / side).unlink()
+    assert evaluation_count(run_dir) < with_log
+    done = resume(run_dir, out)
+    assert done.returncode == 0, done.stderr
+    assert frontier_of(out) == uninterrupted[0]
+    assert load_schedule(out).provenance["search"] == uninterrupted[1]
+
+
+def test_a_garbled_write_ahead_log_repeats_only_what_it_held(killed, uninterrupted, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    wal = run_dir / "run.sqlite-wal"
+    data = bytearray(wal.read_bytes())
+    at = len(data) // 2
+    data[at:at + 512] = bytes(512)
+    wal.write_bytes(bytes(data))
+    done = resume(run_dir, out)
+    if done.returncode == 0:
+        assert frontier_of(out) == uninterrupted[0]
+    else:
+        assert_refused(done, run_dir / "run.sqlite", out=out)
+
+
+def test_a_garbled_checkpoint_is_refused_and_deleting_it_replays_the_same_search(killed, uninterrupted, tmp_path):
+    run_dir, out = copy_killed(killed, tmp_path), tmp_path / "out.json"
+    checkpoint = run_dir / CHECKPOINT_NAME
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    err = assert_refused(resume(run_dir, out), checkpoint, problem="cannot be read: it is damaged", out=out)
+    assert "delete it to replay the search from its first generation" in err
+    checkpoint.unlink()  # as the message says
+    done = resume(run_dir, out)
+    assert done.returncode == 0, done.stderr
+    assert frontier_of(out) == uninterrupted[0]
+
+
+def test_a_read_only_run_directory_is_a_clean_error(killed, tmp_path):
+    """Resuming writes the database's log and a new checkpoint beside the database; --out elsewhere does not help."""
+    run_dir, out_dir = copy_killed(killed, tmp_path), tmp_path / "out"
+    out_dir.mkdir()
+    if os.geteuid() == 0:  # root writes into any folder whatever its mode; not into an immutable one
+        made = subprocess.run(["chattr", "+i", str(run_dir)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and chattr +i is not available here: {made.stderr.strip()}")
+        undo = ["chattr", "-i", str(run_dir)]
+    else:
+        run_dir.chmod(0o555)
+        undo = ["chmod", "755", str(run_dir)]
+    try:
+        assert not os.access(run_dir, os.W_OK)
+        done = run_cli(*TOY, "--run-dir", str(run_dir), "--out", str(out_dir / "out.json"), "--resume")
+    finally:
+        subprocess.run(undo, check=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: cannot start:")
+    assert f"--run-dir {run_dir} is not writable: resuming writes run.sqlite's log" in done.stderr
+    assert not (out_dir / "out.json").exists()
 
 
 def test_resume_can_extend_a_finished_run(tmp_path):

@@ -258,3 +258,72 @@ def test_step_moves_swap_two_neighbouring_steps_and_keep_the_cost():
         seen.add(computed)
     # every neighbour swap, a no-op where both steps agree: each computed step one earlier or later
     assert seen == {(0, 4, 8), (0, 3, 8), (0, 5, 8), (0, 4, 7), (0, 4, 9)}
+
+
+# ---------------------------------------------------------------- the run directory as one unit (real SQLite)
+
+def test_every_row_carries_a_checksum_and_a_changed_row_is_found_on_opening(tmp_path):
+    import sqlite3
+
+    from optimizer.database import DamagedRun
+    search, _, db = make_search(tmp_path)
+    search.run(generations=0)
+    count = db.count()
+    db.close()
+    other = sqlite3.connect(tmp_path / "run.sqlite")  # another program changes one figure
+    other.execute("UPDATE evaluations SET quality = quality + 1e-9 WHERE seq = 2")
+    other.commit()
+    other.close()
+    with pytest.raises(DamagedRun, match=rf"run\.sqlite: 1 of its {count} evaluations do not match their checksums"):
+        RunDatabase(tmp_path / "run.sqlite", "ctx", "model", "items")
+
+
+def test_the_checkpoint_records_what_the_database_holds(tmp_path):
+    import sqlite3
+    search, _, db = make_search(tmp_path)
+    search.run(generations=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pkl", "ctx")
+    assert state["database"]["evaluations"] == db.count() and db.holds(state["database"]) is None
+    assert (tmp_path / "run.sqlite-wal").stat().st_size == 0  # synced into the database file before the checkpoint
+    genome = initial_population(search.codec, 40, 5)[-1].genome
+    search.evaluate(genome, "later", 2)  # evaluations after the checkpoint do not disagree with it
+    assert db.holds(state["database"]) is None
+    db.close()
+    other = sqlite3.connect(tmp_path / "run.sqlite")
+    other.execute("DELETE FROM evaluations WHERE seq = 1")
+    other.commit()
+    other.close()
+    reopened = RunDatabase(tmp_path / "run.sqlite", "ctx", "model", "items")
+    assert reopened.holds(state["database"]).startswith(f"holds {state['database']['evaluations'] - 1} of the "
+                                                        f"{state['database']['evaluations']} evaluations")
+    reopened.close()
+
+
+def test_a_damaged_or_foreign_checkpoint_is_named(tmp_path):
+    import pickle
+
+    from optimizer.database import DamagedRun
+    search, _, db = make_search(tmp_path)
+    search.run(generations=0)
+    db.close()
+    path = tmp_path / "checkpoint.pkl"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedRun, match="checkpoint.pkl: cannot be read: it is damaged"):
+        load_checkpoint(path, "ctx")
+    path.write_bytes(pickle.dumps({"format": 1, "completed": 3}))  # the previous version's checkpoint
+    with pytest.raises(DamagedRun, match="not a checkpoint of this optimizer version"):
+        load_checkpoint(path, "ctx")
+
+
+def test_a_database_of_the_previous_schema_is_refused_by_name(tmp_path):
+    import sqlite3
+
+    from optimizer.database import DamagedRun
+    old = sqlite3.connect(tmp_path / "run.sqlite")
+    old.executescript("CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "CREATE TABLE evaluations (genome_hash TEXT, context TEXT);")
+    old.close()
+    with pytest.raises(DamagedRun, match="was written by another version of the optimizer"):
+        RunDatabase(tmp_path / "run.sqlite", "ctx", "model", "items")
