@@ -5,7 +5,6 @@ the adapter's 512 tokens at every step."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ecad_nodes.choice import ScheduleChoice
 from ecad_nodes.heuristics import NO_CACHING

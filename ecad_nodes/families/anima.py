@@ -11,7 +11,7 @@ Predict2 models of the same depth.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
