@@ -73,6 +73,15 @@ class TinyModel:
         config.update(self.overrides())
         return config
 
+    def model_config(self, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Any:
+        """ComfyUI's model config (a ``supported_models`` class) for ``config``, as its loader matches it."""
+        import comfy.model_detection
+        return comfy.model_detection.model_config_from_unet_config(config, state_dict)
+
+    def unavailable(self) -> Optional[str]:
+        """Why the ComfyUI in use cannot build this model (a release older than the model), or None."""
+        return None
+
     def meta_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: torch.empty(shape, device="meta") for k, shape in self.checkpoint().items()}
 
@@ -83,7 +92,7 @@ class TinyModel:
         import comfy.model_patcher
         state_dict = self.meta_state_dict()
         config = self.detected_config()
-        model_config = comfy.model_detection.model_config_from_unet_config(config, state_dict)
+        model_config = self.model_config(config, state_dict)
         if model_config is None:
             raise DetectionError(f"ComfyUI matched no model config for {self!r} (detected {config})")
         model_config.set_inference_dtype(dtype, None)
@@ -99,9 +108,8 @@ class TinyModel:
     def meta_model(self) -> Any:
         """The ComfyUI BaseModel with every weight on the meta device (shapes only, no memory): for cost models
         of real-size configurations."""
-        import comfy.model_detection
         state_dict = self.meta_state_dict()
-        model_config = comfy.model_detection.model_config_from_unet_config(self.detected_config(), state_dict)
+        model_config = self.model_config(self.detected_config(), state_dict)
         model_config.set_inference_dtype(torch.bfloat16, None)
         return model_config.get_model(state_dict, "", device=torch.device("meta"))
 
