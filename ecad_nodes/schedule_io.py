@@ -427,18 +427,21 @@ def _parse_official(doc: dict, path) -> ScheduleFile:
     bits = np.zeros((steps, layout.bits_per_step), dtype=bool)  # bounded: every bit is a key in the file
     for s, key in enumerate(step_keys):
         entry = table[key]
-        where = f"cache_schedule.schedule step {s}"
-        _require(isinstance(entry, dict) and entry.keys() == expected_blocks,
-                 f"{where} must hold the same blocks as step 0", path)
-        col = 0
+        if not (isinstance(entry, dict) and entry.keys() == expected_blocks):
+            raise ScheduleError(f"cache_schedule.schedule step {s} must hold the same blocks as step 0", path)
+        row: Optional[list[bool]] = []
         for block, names in plan:
             flags = entry[block]
-            _require(isinstance(flags, dict) and flags.keys() == names.keys()
-                     and all(isinstance(flags[n], bool) for n in names),
-                     f"{where} block \"{block}\" needs exactly {', '.join(f'{n!r}' for n in names)}: true/false", path)
-            for official in names:
-                bits[s, col] = flags[official]
-                col += 1
+            if not isinstance(flags, dict) or flags.keys() != names.keys():
+                row = None
+                break
+            row.extend(flags[n] for n in names)
+        if row is None or not all(v is True or v is False for v in row):
+            block, names = next((b, n) for b, n in plan if not (
+                isinstance(entry[b], dict) and entry[b].keys() == n.keys() and all(type(entry[b][c]) is bool for c in n)))
+            raise ScheduleError(f"cache_schedule.schedule step {s} block \"{block}\" needs exactly "
+                                f"{', '.join(f'{n!r}' for n in names)}: true/false", path)
+        bits[s] = row
     mask = Mask(layout, bits)
 
     metrics_doc = doc.get("metrics", {})
