@@ -1,4 +1,6 @@
-"""AuraFlow inside real ComfyUI (COMFYUI_PATH): a tiny random-weight AuraFlow built from ComfyUI's own classes."""
+"""AuraFlow paths inside real ComfyUI (COMFYUI_PATH), beyond the family contract
+(tests/test_family_contract.py): the register tokens in the text stream, the attention that feeds the
+MLPs through the current step's gates and norms, and the refusal of double-layer-only models."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,65 +8,37 @@ import pytest
 import torch
 
 from ecad_nodes.choice import ScheduleChoice
+from ecad_nodes.registry import tiny_models
 from ecad_nodes.schedule import Mask
-from family_checks import (apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_flops_follow_the_cost_model, assert_fora2_behaviour,
-                           assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned, layout_of)
+from family_checks import apply, layout_of
 from support import sample
 
 pytestmark = pytest.mark.comfy
 
-SIZE = 64  # 8×8 latent, 16 image tokens
-
 
 @pytest.fixture(scope="module")
 def aura():
-    from optimizer.presets.aura import TinyAuraFlow
-    spec = TinyAuraFlow()
+    spec = tiny_models()["auraflow"].model
     return spec, spec.build(seed=0)
 
 
-def test_the_tiny_model_is_comfyuis_auraflow_and_gets_the_auraflow_adapter(aura):
-    from ecad_nodes.families import adapter_for
+def test_the_text_stream_counts_the_register_tokens(aura):
+    """AuraFlow puts 8 learned register tokens before the prompt: the blocks (and the cost model) see them as text."""
+    from ecad_nodes.families import adapter_named
     spec, model = aura
     dm = model.model.diffusion_model
-    assert (type(dm).__module__, type(dm).__name__) == ("comfy.ldm.aura.mmdit", "MMDiT")
-    assert type(model.model.model_config).__name__ == "AuraFlow"
-    adapter = adapter_for(model.model)
-    assert adapter.family == "auraflow" and adapter.variant(model.model) == "auraflow"
-    assert [(g.name, g.blocks, g.components) for g in layout_of(model).groups] == [
-        ("double_layers", spec.depth_double, ("attn", "img_mlp", "txt_mlp")),
-        ("single_layers", spec.depth_single, ("attn", "mlp"))]
-
-
-@pytest.mark.parametrize("cfg, negative_tokens", [(1.0, None), (3.5, None), (3.5, 5)],
-                         ids=["cfg1", "cfg-batched", "cfg-separate-calls"])
-def test_all_compute_is_bit_identical_to_the_unpatched_model(aura, cfg, negative_tokens):
-    spec, model = aura
-    negative = spec.conditioning(2, tokens=negative_tokens) if negative_tokens else None
-    assert_all_compute_is_identical(model, spec, cfg=cfg, width=SIZE, height=SIZE, negative=negative)
-
-
-@pytest.mark.parametrize("negative_tokens", [None, 5], ids=["batched", "separate-calls"])
-def test_components_run_exactly_where_the_mask_says_per_stream(aura, negative_tokens):
-    spec, model = aura
-    negative = spec.conditioning(2, tokens=negative_tokens) if negative_tokens else None
-    assert_runs_as_planned(model, spec, cfg=3.5, width=SIZE, height=SIZE, negative=negative)
-
-
-def test_skipped_components_really_skip_their_matmuls(aura):
-    spec, model = aura
-    assert_flops_follow_the_cost_model(model, spec, width=SIZE, height=SIZE)
-
-
-def test_fora2_halves_the_component_calls_and_leaves_the_base_model_alone(aura):
-    spec, model = aura
-    assert_fora2_behaviour(model, spec, cfg=3.5, width=SIZE, height=SIZE)
-
-
-def test_cached_outputs_are_never_written_into(aura, monkeypatch):
-    spec, model = aura
-    assert_cached_outputs_stay_untouched(model, spec, monkeypatch, cfg=3.5, width=SIZE, height=SIZE)
+    adapter = adapter_named("auraflow")
+    prompt = spec.conditioning(1, tokens=5)[0][0]
+    latent = spec.empty_latent(spec.test_size, spec.test_size)
+    tokens = adapter.tokens(dm, latent, prompt)
+    assert tokens.text == 5 + dm.register_tokens.shape[1] == 13
+    seen = []
+    handle = dm.single_layers[0].attn.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        sample(model, spec, steps=1, width=spec.test_size, height=spec.test_size, positive=spec.conditioning(1, tokens=5))
+    finally:
+        handle.remove()
+    assert seen == [tokens.text + tokens.image]
 
 
 def test_reused_raw_outputs_still_get_the_current_steps_gates_and_norms(aura):
@@ -72,15 +46,14 @@ def test_reused_raw_outputs_still_get_the_current_steps_gates_and_norms(aura):
     spec, model = aura
     layout = layout_of(model)
     bits = np.ones((6, layout.bits_per_step), dtype=bool)
-    attn_of_double_1 = 3 * 1 + 0
-    bits[[1, 2, 4, 5], attn_of_double_1] = False  # computed at steps 0 and 3 only
+    bits[[1, 2, 4, 5], layout.bit("double_layers", 0, "attn")] = False  # computed at steps 0 and 3 only
     patched = apply(model, ScheduleChoice.of_mask("attn-reuse", Mask(layout, bits)))
-    block = model.model.diffusion_model.double_layers[1]
+    block = model.model.diffusion_model.double_layers[0]
     attn_out, mlp_in = [], []  # module hooks see the ECAD-patched forward's result
     handles = [block.attn.register_forward_hook(lambda m, a, out: attn_out.append(tuple(t.clone() for t in out))),
                block.mlpX.register_forward_pre_hook(lambda m, args: mlp_in.append(args[0].clone()))]
     try:
-        sample(patched, spec, cfg=3.5, width=SIZE, height=SIZE)
+        sample(patched, spec, cfg=3.5, width=spec.test_size, height=spec.test_size)
     finally:
         for h in handles:
             h.remove()
@@ -91,19 +64,11 @@ def test_reused_raw_outputs_still_get_the_current_steps_gates_and_norms(aura):
     assert not torch.equal(attn_out[3][0], attn_out[0][0]) and not torch.equal(attn_out[3][1], attn_out[0][1])
 
 
-def test_presets_and_the_benchmark_model():
-    from ecad_nodes.families import adapter_for
-    from optimizer.presets import benchmark_models, preset
-    real, tiny = preset("auraflow-0.3"), preset("tiny-auraflow")
-    assert real.family == tiny.family == "auraflow" and real.files is not None and real.cfg > 1
-    assert adapter_for(tiny.tiny.build(seed=0).model).family == "auraflow"
-    [bench] = [b for b in benchmark_models() if b.name == "auraflow"]
-    latent = bench.spec.empty_latent(bench.height, bench.width)
-    assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens
-    assert bench.spec.max_seq >= 1024  # no position-table interpolation at the benchmark size
-
-
-def test_an_attention_is_cached_only_for_steps_at_which_an_mlp_computes(aura, monkeypatch):
-    """AuraFlow's attention output reaches the residual only through the MLPs."""
-    spec, model = aura
-    assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.5, width=SIZE, height=SIZE)
+def test_a_model_of_double_layers_only_is_refused_by_name():
+    import comfy.ops
+    from comfy.ldm.aura.mmdit import MMDiT
+    from ecad_nodes.families import UnsupportedModelError, adapter_named
+    dm = MMDiT(dim=64, n_heads=2, global_conddim=64, n_layers=2, n_double_layers=2, max_seq=64,
+               operations=comfy.ops.disable_weight_init, device="meta")
+    with pytest.raises(UnsupportedModelError, match=r"comfy\.ldm\.aura\.mmdit\.MMDiT: a last double layer"):
+        adapter_named("auraflow").layout(dm)

@@ -1,4 +1,7 @@
-"""Lumina Image 2.0 inside real ComfyUI (COMFYUI_PATH): a tiny random-weight NextDiT built from ComfyUI's own classes."""
+"""Lumina 2 / Z-Image paths inside real ComfyUI (COMFYUI_PATH), beyond the family contract
+(tests/test_family_contract.py): the context refiner's exact reuse, Lumina 2's prompt attention mask,
+Z-Image's reference latents (ComfyUI v0.20's in-place gates on the norms' outputs) and the refusal of
+Z-Image Omni. Tiny models come from the registry."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,96 +9,113 @@ import pytest
 import torch
 
 from ecad_nodes.choice import ScheduleChoice
+from ecad_nodes.registry import tiny_models
 from ecad_nodes.schedule import Mask
 from family_checks import (apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_flops_follow_the_cost_model, assert_fora2_behaviour, assert_runs_as_planned, layout_of)
+                           assert_runs_as_planned, layout_of)
 from support import last_report, sample
 
 pytestmark = pytest.mark.comfy
 
-SIZE = 64  # 8×8 latent, 16 image tokens
+_BUILT: dict[str, tuple] = {}
 
 
-@pytest.fixture(scope="module")
-def lumina():
-    from optimizer.presets.lumina import TinyLumina2
-    spec = TinyLumina2()
-    return spec, spec.build(seed=0)
+def tiny(name: str) -> tuple:
+    """(spec, model) of a registry tiny model, built once; skipped where this ComfyUI lacks the model."""
+    if name not in _BUILT:
+        spec = tiny_models()[name].model
+        why = spec.unavailable()
+        if why:
+            pytest.skip(why)
+        _BUILT[name] = spec, spec.build(seed=0)
+    return _BUILT[name]
 
 
-def test_the_tiny_model_is_comfyuis_lumina2_and_gets_the_lumina_adapter(lumina):
-    from ecad_nodes.families import adapter_for
-    spec, model = lumina
-    dm = model.model.diffusion_model
-    assert (type(dm).__module__, type(dm).__name__) == ("comfy.ldm.lumina.model", "NextDiT")
-    assert type(model.model.model_config).__name__ == "Lumina2"
-    assert dm.layers[0].attention.n_rep == spec.heads // spec.kv_heads > 1  # grouped-query attention, as released
-    adapter = adapter_for(model.model)
-    assert adapter.family == "lumina2" and adapter.variant(model.model) == "lumina-image-2.0"
-    assert [(g.name, g.blocks, g.components) for g in layout_of(model).groups] == [
-        ("context_refiner", spec.refiners, ("attn", "mlp")), ("noise_refiner", spec.refiners, ("attn", "mlp")),
-        ("layers", spec.depth, ("attn", "mlp"))]
-
-
-@pytest.mark.parametrize("cfg, negative", [(1.0, None), (4.0, None), (4.0, (7, 0)), (4.0, (16, 5))],
-                         ids=["cfg1", "cfg-batched", "cfg-separate-calls", "cfg-padded-negative"])
-def test_all_compute_is_bit_identical_to_the_unpatched_model(lumina, cfg, negative):
-    spec, model = lumina
-    negative = spec.conditioning(2, tokens=negative[0], padding=negative[1]) if negative else None
-    assert_all_compute_is_identical(model, spec, cfg=cfg, width=SIZE, height=SIZE, negative=negative)
-
-
-@pytest.mark.parametrize("negative_tokens", [None, 7], ids=["batched", "separate-calls"])
-def test_components_run_exactly_where_the_mask_says_per_stream(lumina, negative_tokens):
-    spec, model = lumina
-    negative = spec.conditioning(2, tokens=negative_tokens) if negative_tokens else None
-    assert_runs_as_planned(model, spec, cfg=4.0, width=SIZE, height=SIZE, negative=negative)
-
-
-def test_skipped_components_really_skip_their_matmuls(lumina):
-    spec, model = lumina
-    assert_flops_follow_the_cost_model(model, spec, width=SIZE, height=SIZE)
-
-
-def test_fora2_halves_the_component_calls_and_leaves_the_base_model_alone(lumina):
-    spec, model = lumina
-    assert_fora2_behaviour(model, spec, cfg=4.0, width=SIZE, height=SIZE)
-
-
-def test_cached_outputs_are_never_written_into(lumina, monkeypatch):
-    spec, model = lumina
-    assert_cached_outputs_stay_untouched(model, spec, monkeypatch, cfg=4.0, width=SIZE, height=SIZE)
-
-
-def group_only_mask(model, group: str, steps: int = 6) -> Mask:
-    """Compute everything except ``group``'s components, which are computed at the first step only."""
+def group_reused_after_first_step(model, group: str, steps: int = 6) -> Mask:
+    """Everything computed, except ``group``'s components, which compute at the first step only."""
     layout = layout_of(model)
     bits = np.ones((steps, layout.bits_per_step), dtype=bool)
-    start = layout.offsets()[group]
-    bits[1:, start:start + layout.group(group).bits] = False
+    bits[1:, layout.group_slice(group)] = False
     return Mask(layout, bits)
 
 
-def test_reusing_the_context_refiner_is_exact_and_reusing_the_noise_refiner_is_not(lumina):
+@pytest.mark.parametrize("name", ["lumina2", "z-image"])
+def test_reusing_the_context_refiner_is_exact_and_reusing_the_noise_refiner_is_not(name):
     """The context refiner sees only the prompt, the same at every step, so its cached outputs are its outputs."""
-    spec, model = lumina
-    reference = sample(model, spec, cfg=4.0, width=SIZE, height=SIZE)
-    context_reused = apply(model, ScheduleChoice.of_mask("context", group_only_mask(model, "context_refiner")))
-    assert torch.equal(sample(context_reused, spec, cfg=4.0, width=SIZE, height=SIZE), reference)
+    spec, model = tiny(name)
+    kwargs = dict(cfg=4.0, width=spec.test_size, height=spec.test_size)
+    reference = sample(model, spec, **kwargs)
+    context_reused = apply(model, ScheduleChoice.of_mask("context", group_reused_after_first_step(model, "context_refiner")))
+    assert torch.equal(sample(context_reused, spec, **kwargs), reference)
     report = last_report(context_reused)
-    assert all(report.reused[s].sum() == 5 * 2 * spec.refiners for s in report.streams)
-    noise_reused = apply(model, ScheduleChoice.of_mask("noise", group_only_mask(model, "noise_refiner")))
-    out = sample(noise_reused, spec, cfg=4.0, width=SIZE, height=SIZE)
+    refiners = layout_of(model).group("context_refiner").bits
+    assert all(report.reused[s].sum() == 5 * refiners for s in report.streams)
+    noise_reused = apply(model, ScheduleChoice.of_mask("noise", group_reused_after_first_step(model, "noise_refiner")))
+    out = sample(noise_reused, spec, **kwargs)
     assert torch.isfinite(out).all() and not torch.equal(out, reference)
 
 
-def test_presets_and_the_benchmark_model():
-    from ecad_nodes.families import adapter_for
-    from optimizer.presets import benchmark_models, preset
-    real, tiny = preset("lumina-image-2.0"), preset("tiny-lumina2")
-    assert real.family == tiny.family == "lumina2" and real.files is not None and real.cfg > 1
-    assert adapter_for(tiny.tiny.build(seed=0).model).family == "lumina2"
-    [bench] = [b for b in benchmark_models() if b.name == "lumina2"]
-    assert bench.spec.hidden == 512 and sum(bench.spec.axes_dims) == bench.spec.head_dim
-    latent = bench.spec.empty_latent(bench.height, bench.width)
-    assert (latent.shape[-2] // 2) * (latent.shape[-1] // 2) == 1024  # image tokens
+def test_a_padded_prompt_runs_bit_identically_with_its_attention_mask():
+    """Lumina 2's prompt mask (ComfyUI v0.3.x masks the padding out of the attention; later versions ignore it):
+    cond and uncond of different lengths run in separate calls, the uncond padded."""
+    spec, model = tiny("lumina2")
+    negative = spec.conditioning(2, tokens=16, padding=5)
+    kwargs = dict(cfg=4.0, width=spec.test_size, height=spec.test_size, negative=negative)
+    assert_all_compute_is_identical(model, spec, **kwargs)
+    assert_runs_as_planned(model, spec, **kwargs)
+
+
+def with_reference_latent(spec, seed: int, tokens=None) -> list:
+    """A reference image (ComfyUI's ReferenceLatent node): Z-Image then runs its noise refiner and main blocks on
+    reference and image tokens, with a zero timestep for the reference (token-wise gates, applied in place)."""
+    cond = spec.conditioning(seed, tokens)
+    reference = torch.randn(spec.empty_latent(spec.test_size, spec.test_size).shape,
+                            generator=torch.Generator().manual_seed(seed + 10))
+    cond[0][1]["reference_latents"] = [reference]
+    return cond
+
+
+def test_z_image_with_a_reference_latent_caches_exactly_and_never_writes_into_the_cache(monkeypatch):
+    from ecad_nodes.families.lumina import _padded
+    spec, model = tiny("z-image")
+    kwargs = dict(cfg=3.0, width=spec.test_size, height=spec.test_size, positive=with_reference_latent(spec, 1),
+                  negative=with_reference_latent(spec, 2, tokens=5))
+    dm = model.model.diffusion_model
+    refined = []
+    handle = dm.noise_refiner[0].register_forward_pre_hook(lambda module, args: refined.append(args[0].shape[1]))
+    try:
+        sample(model, spec, steps=1, **kwargs)
+    finally:
+        handle.remove()
+    image = _padded((spec.test_size // spec.compression // dm.patch_size) ** 2, dm.pad_tokens_multiple)
+    assert refined and set(refined) == {2 * image}  # the reference's tokens, then the image's
+    assert_all_compute_is_identical(model, spec, **kwargs)
+    assert_runs_as_planned(model, spec, **kwargs)
+    assert_cached_outputs_stay_untouched(model, spec, monkeypatch, **kwargs)
+
+
+def test_z_image_omni_with_a_siglip_refiner_is_refused_by_name():
+    import inspect
+
+    import comfy.ops
+    from comfy.ldm.lumina.model import NextDiT
+    from ecad_nodes.families import UnsupportedModelError, adapter_named
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        pytest.skip("this ComfyUI's NextDiT has no SigLIP refiner")
+    zimage = tiny_models()["z-image"].model
+    dm = NextDiT(dim=zimage.hidden, n_heads=zimage.heads, n_kv_heads=zimage.kv_heads, axes_dims=list(zimage.axes_dims),
+                 n_layers=1, cap_feat_dim=zimage.caption_dim, z_image_modulation=True, pad_tokens_multiple=32,
+                 siglip_feat_dim=16, operations=comfy.ops.disable_weight_init, device="meta")
+    with pytest.raises(UnsupportedModelError, match=r"comfy\.ldm\.lumina\.model\.NextDiT with a SigLIP refiner \(Z-Image Omni"):
+        adapter_named("lumina2").layout(dm)
+
+
+def test_benchmark_models_have_1024_image_tokens():
+    from ecad_nodes.registry import benchmark_models
+    benches = {b.name: b for b in benchmark_models() if b.name in ("lumina2", "z-image", "z-image-pixel")}
+    assert set(benches) == {"lumina2", "z-image", "z-image-pixel"}
+    for bench in benches.values():
+        patch = getattr(bench.spec, "patch", 2)
+        latent = bench.spec.empty_latent(bench.height, bench.width)
+        assert bench.spec.hidden == 512 and sum(bench.spec.axes_dims) == bench.spec.hidden // bench.spec.heads
+        assert (latent.shape[-2] // patch) * (latent.shape[-1] // patch) == 1024
