@@ -127,12 +127,15 @@ def apply_model_wrapper(executor, *args, **kwargs):
     if window is not None:  # context windows: one call per window at the same step, with the same cond uuids
         frames = tuple(int(i) for i in window.index_list)
         uuids = [(u, frames) for u in uuids]
+    variant = adapter_named(transformer_options[SETTINGS_KEY].family).stream_variant(kwargs)
+    if variant is not None:  # the same prompts with other conditioning (e.g. without LTX-2's reference audio)
+        uuids = [(u, variant) for u in uuids]
     if runtime.model is None:
         base_model = executor.class_obj
         runtime.model = base_model.diffusion_model
         settings: EcadSettings = transformer_options[SETTINGS_KEY]
         adapter = adapter_named(settings.family)
-        runtime.tokens = adapter.tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"))
+        runtime.tokens = adapter.call_tokens(runtime.model, x, _arg(args, kwargs, 3, "c_crossattn"), kwargs)
         runtime.costs = adapter.costs(runtime.model, runtime.tokens, attention_matmuls=True)
         runtime.cache_budget_bytes = (settings.cache_budget_bytes if settings.cache_budget_bytes is not None
                                       else automatic_cache_budget(base_model, x))

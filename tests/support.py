@@ -12,16 +12,25 @@ from ecad_nodes.runtime import RunReport
 
 def sample(model: Any, spec: Any, *, steps: int = 6, cfg: float = 1.0, sampler: str = "euler",
            scheduler: str = "simple", batch: int = 1, width: int = 128, height: int = 128, seed: int = 42,
-           positive: Optional[list] = None, negative: Optional[list] = None, denoise: float = 1.0) -> torch.Tensor:
-    """Sample with ComfyUI's own ``comfy.sample.sample`` (what KSampler runs)."""
+           positive: Optional[list] = None, negative: Optional[list] = None, denoise: float = 1.0,
+           noise_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sample with ComfyUI's own ``comfy.sample.sample`` (what KSampler runs); ``noise_mask`` as a latent's
+    (e.g. LTX-Video's image-to-video). Several latents sampled together (LTX-2's video and audio) come back packed."""
     import comfy.sample
     positive = positive if positive is not None else spec.conditioning(1)
     negative = negative if negative is not None else spec.conditioning(2)
     latent = comfy.sample.fix_empty_latent_channels(model, spec.empty_latent(height, width, batch))
     noise = comfy.sample.prepare_noise(latent, seed)
     with torch.inference_mode():
-        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                   denoise=denoise, seed=seed, disable_pbar=True)
+        return packed(comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                          denoise=denoise, seed=seed, disable_pbar=True, noise_mask=noise_mask))
+
+
+def packed(latent: Any) -> torch.Tensor:
+    """A latent as one tensor: ComfyUI's NestedTensor of several latents (LTX-2) flattened and joined per batch row."""
+    if isinstance(latent, torch.Tensor) or not getattr(latent, "is_nested", False):
+        return latent
+    return torch.cat([t.reshape(t.shape[0], -1) for t in latent.unbind()], dim=1)
 
 
 def last_report(patched: Any) -> RunReport:

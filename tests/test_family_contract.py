@@ -28,7 +28,7 @@ from family_checks import (FORA2, apply, assert_all_compute_is_identical, assert
                            assert_flops_follow_the_cost_model, assert_fora2_behaviour,
                            assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned,
                            layout_of, random_choice)
-from support import assert_ran_as_planned, last_report, sample
+from support import assert_ran_as_planned, last_report, packed, sample
 
 pytestmark = pytest.mark.comfy
 
@@ -94,7 +94,7 @@ def test_comfyui_detects_the_tiny_checkpoint_and_ecad_claims_it(tiny):
     assert layout.bits_per_step > 0 and all(g.blocks > 0 for g in layout.groups)
     import comfy.sample
     latent = comfy.sample.fix_empty_latent_channels(model, spec.empty_latent(size, size))
-    assert sample(model, spec, steps=2, width=size, height=size).shape == latent.shape
+    assert sample(model, spec, steps=2, width=size, height=size).shape == packed(latent).shape
 
 
 @pytest.mark.parametrize("cfg, negative_tokens, batch", [(1.0, None, 1), (3.5, None, 1), (3.5, 5, 1), (3.5, None, 2)],
@@ -128,6 +128,9 @@ def test_cached_outputs_are_never_written_into(tiny, monkeypatch):
 @pytest.mark.parametrize("name", WITH_INTERNAL)
 def test_internal_outputs_are_cached_only_for_their_consumers(name, monkeypatch):
     name, spec, model, size = _tiny(name)
+    from ecad_nodes.families import adapter_for
+    if not adapter_for(model.model).consumers(layout_of(model)):
+        pytest.skip(f"{name} has no blocks with internal components (HunyuanVideo 1.5: no single blocks)")
     assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.0, width=size, height=size)
 
 
