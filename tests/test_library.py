@@ -262,3 +262,12 @@ def test_files_are_parsed_once_per_change(folders, monkeypatch):
     os.utime(path, ns=(1, 1))  # touched only: parsed again, same result
     assert library.labels_for("s.json")[0].startswith("renamed") and len(reads) == 3
     assert library.stamp("missing.json") == "" and library.stamp("../s.json") == ""
+
+
+def test_a_file_whose_name_holds_the_label_separator_is_listed_and_chosen(folders):
+    """Only point names are read back from labels; a file name is the dropdown value as it is."""
+    pack, _ = folders
+    save_schedule(schedule(), pack / "ours · fast.json")
+    assert library.list_sources() == ["ours · fast.json", library.HEURISTICS_SOURCE]
+    label = library.labels_for("ours · fast.json")[1]
+    assert library.choose("ours · fast.json", label).name == "faster"
