@@ -243,38 +243,173 @@ def test_comfyui_torch_compile_and_ecad_work_together(family, order):
     assert last_report(patched).compute_fraction() == pytest.approx(0.5)
 
 
-# ------------------------------------------------------------------ FLUX weight slices
+# ------------------------------------------------------------------ FLUX weight slices and quantized checkpoints
+# A FLUX single block that computes only its attention or only its MLP input uses those rows of ``linear1``'s weight
+# alone (``flux.linear_rows``), as ComfyUI's layer would have them: cast, LoRA-patched, quantized.
 
-def test_single_block_weight_slices_respect_lowvram_lora_and_scaled_fp8(flux):
-    """Computing only q/k/v or only the MLP input of ``linear1`` sees the weights ComfyUI would use."""
-    import comfy.model_patcher
+#: Quantized checkpoint formats, each loaded through ComfyUI's own loader (``comfy.sd.load_diffusion_model``):
+#: "scaled fp8" (fp8 weights, a per-layer ``scale_weight`` and a ``scaled_fp8`` marker; ComfyUI v0.3.x builds
+#: scaled-fp8 layers from the marker, v0.4 and later convert the file to QuantizedTensor weights), and the formats
+#: of ComfyUI's quantization metadata (v0.4 and later: QUANTIZATION.md), made with ComfyUI's own quantizers.
+QUANTIZED = [("flux", "scaled fp8"), ("flux", "float8_e4m3fn"), ("flux", "float8_e5m2"),
+             ("flux2-klein", "float8_e4m3fn")]
+
+
+def _quantized_checkpoint(dm: torch.nn.Module, fmt: str) -> tuple[dict, dict]:
+    """The state dict and file metadata of ``dm`` quantized as a checkpoint of ``fmt`` holds it."""
+    import json
+    sd = {k: v.detach().clone() for k, v in dm.state_dict().items()}
+    linears = [name for name, m in dm.named_modules() if isinstance(m, torch.nn.Linear)]
+    if fmt == "scaled fp8":  # every linear layer, one absmax scale each (what ComfyUI v0.3.x's scaled-fp8 ops load)
+        for name in linears:
+            weight = sd[f"{name}.weight"]
+            scale = weight.abs().amax().float() / torch.finfo(torch.float8_e4m3fn).max
+            sd[f"{name}.weight"], sd[f"{name}.scale_weight"] = (weight / scale).to(torch.float8_e4m3fn), scale
+        sd["scaled_fp8"] = torch.empty(2, dtype=torch.float8_e4m3fn)  # 2 elements: no fp8 matmuls asked for
+        return sd, {}
+    from comfy.quant_ops import QUANT_ALGOS, QuantizedTensor
+    layout = QUANT_ALGOS[fmt]["comfy_tensor_layout"]
+    # the blocks' layers only, like the "fp8mixed" files of ComfyUI's templates
+    blocks = [name for name in linears if name.startswith(("double_blocks.", "single_blocks."))]
+    for name in blocks:
+        weight = sd.pop(f"{name}.weight")
+        sd.update(QuantizedTensor.from_float(weight, layout, scale="recalculate").state_dict(f"{name}.weight"))
+    layers = {name: {"format": fmt} for name in blocks}
+    return sd, {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+
+
+@pytest.fixture(scope="module", params=QUANTIZED, ids=[f"{m}-{f.replace(' ', '-')}" for m, f in QUANTIZED])
+def quantized(request, tmp_path_factory):
+    """(spec, float model, quantized model, format): a tiny model's weights saved in a quantized format and loaded by
+    ``comfy.sd.load_diffusion_model``, with detection given the tiny model's ``overrides()`` as ``TinyModel.build``
+    gives them (ComfyUI fixes FLUX's widths, or its head size, at the released size)."""
+    import safetensors.torch
+    import comfy.model_detection
     import comfy.ops
-    from ecad_nodes.families.flux import _linear_rows
-    spec, model = flux
+    import comfy.sd
+    from ecad_nodes.registry import tiny_models
+    name, fmt = request.param
+    spec = tiny_models()[name].model
+    if spec.unavailable():
+        pytest.skip(spec.unavailable())
+    if fmt != "scaled fp8" and not hasattr(comfy.ops, "mixed_precision_ops"):
+        pytest.skip("this ComfyUI has no quantization metadata (comfy.quant_ops came with v0.4)")
+    float_model = spec.build(seed=0)
+    sd, metadata = _quantized_checkpoint(float_model.model.diffusion_model, fmt)
+    path = tmp_path_factory.mktemp("quantized") / f"tiny-{name}-{fmt.replace(' ', '-')}.safetensors"
+    safetensors.torch.save_file(sd, str(path), metadata=metadata)
+    detect = comfy.model_detection.detect_unet_config
+
+    def detect_tiny(*args, **kwargs):
+        config = detect(*args, **kwargs)
+        return None if config is None else {**config, **spec.overrides()}
+
+    # ComfyUI runs its loader nodes under inference mode; a quantized model loaded outside it fails to load onto the
+    # device inside ComfyUI's sampling (ComfyUI v0.20: "Cannot set version_counter for inference tensor").
+    with pytest.MonkeyPatch.context() as patch, torch.inference_mode():
+        patch.setattr(comfy.model_detection, "detect_unet_config", detect_tiny)
+        model = comfy.sd.load_diffusion_model(str(path))
+    return spec, float_model, model, fmt
+
+
+def _linear1_rows(spec, layer) -> list[tuple[int, int]]:
+    h3 = 3 * spec.hidden
+    return [(0, h3), (h3, layer.out_features)]
+
+
+def _assert_rows_are_the_whole_layers(spec, layer, x) -> torch.Tensor:
+    from ecad_nodes.families.flux import linear_rows
+    full = layer(x)
+    for start, stop in _linear1_rows(spec, layer):
+        # float matmuls of another shape may round differently; quantized layers give exactly the same values
+        torch.testing.assert_close(linear_rows(layer, x, start, stop), full[..., start:stop], rtol=1e-5, atol=1e-6)
+    return full
+
+
+def test_quantized_checkpoints_load_as_comfyui_loads_them_and_single_block_rows_match_the_whole_layer(quantized):
+    import comfy.model_management
+    import comfy.ops
+    spec, float_model, model, fmt = quantized
     layer = model.model.diffusion_model.single_blocks[0].linear1
-    h3, total = 3 * spec.hidden, layer.out_features
-    x = torch.randn(1, 7, spec.hidden, generator=torch.Generator().manual_seed(0))
+    if hasattr(comfy.ops, "mixed_precision_ops"):
+        from comfy.quant_ops import QUANT_ALGOS, QuantizedTensor
+        expected = QUANT_ALGOS["float8_e4m3fn" if fmt == "scaled fp8" else fmt]
+        assert isinstance(layer.weight, QuantizedTensor) and layer.weight.storage_dtype == expected["storage_t"]
+        # Without fp8 matmuls (CPUs) ComfyUI dequantizes the weight and runs a float matmul: what this test runs.
+        assert not comfy.model_management.supports_fp8_compute(layer.weight.device) and layer._full_precision_mm
+    else:  # ComfyUI v0.3.x: fp8 weights with their scale, multiplied in after casting
+        assert layer.weight.dtype == torch.float8_e4m3fn and float(layer.scale_weight) > 0
+    x = torch.randn(2, 7, spec.hidden, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():  # as ComfyUI samples
+        full = _assert_rows_are_the_whole_layers(spec, layer, x)
+        exact = float_model.model.diffusion_model.single_blocks[0].linear1(x)
+    # the file holds the tiny model's own weights, to fp8 precision
+    assert (full - exact).norm() / exact.norm() < 0.1
 
-    def check(lin):
-        full = lin(x)
-        for start, stop in ((0, h3), (h3, total)):
-            torch.testing.assert_close(_linear_rows(lin, x, start, stop), full[..., start:stop], rtol=1e-5, atol=1e-5)
-        return full
 
+def _rows_only_schedule(model, steps: int = 6) -> ScheduleChoice:
+    """Every single block computes its output projection at every step, its attention and MLP input in turns after
+    the first step (the other one reused): so ``linear1`` runs only its q/k/v rows or only its MLP rows."""
+    from family_checks import layout_of
+    layout = layout_of(model)
+    bits = np.ones((steps, layout.bits_per_step), dtype=bool)
+    bits[1::2, layout.component_bits("single_blocks", "mlp_in")] = False
+    bits[2::2, layout.component_bits("single_blocks", "attn")] = False
+    return ScheduleChoice.of_mask("rows-only", Mask(layout, bits))
+
+
+def test_quantized_single_blocks_sample_with_only_the_rows_they_need(quantized, monkeypatch):
+    """Sampled under inference mode, single blocks that compute only q/k/v or only the MLP input give what the
+    whole layer's rows give."""
+    from ecad_nodes.families import flux
+    spec, _, model, _ = quantized
+    size = spec.test_size
+    patched = apply(model, _rows_only_schedule(model))
+    calls = []
+    rows = flux.linear_rows
+
+    def counted(layer, x, start, stop):
+        calls.append((start, stop))
+        return rows(layer, x, start, stop)
+
+    monkeypatch.setattr(flux, "linear_rows", counted)
+    out = sample(patched, spec, width=size, height=size)
+    assert torch.isfinite(out).all()
+    attn_rows, mlp_rows = _linear1_rows(spec, model.model.diffusion_model.single_blocks[0].linear1)
+    depth = len(model.model.diffusion_model.single_blocks)
+    assert sorted(calls) == sorted([attn_rows] * 3 * depth + [mlp_rows] * 2 * depth)  # steps 1, 3, 5 and 2, 4
+    monkeypatch.setattr(flux, "linear_rows", lambda layer, x, start, stop: layer(x)[..., start:stop])
+    torch.testing.assert_close(sample(patched, spec, width=size, height=size), out, rtol=1e-4, atol=1e-4)
+
+
+def _assert_lowvram_lora_reaches_the_rows(spec, model) -> None:
+    import comfy.model_management
+    key = "diffusion_model.single_blocks.0.linear1.weight"
+    layer = model.model.diffusion_model.single_blocks[0].linear1
+    x = torch.randn(1, 7, spec.hidden, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        plain = check(layer)
-        # Low-VRAM mode applies LoRA on the fly through the layer's weight functions.
-        key = "diffusion_model.single_blocks.0.linear1.weight"
-        patcher = model.clone()
-        patcher.add_patches({key: ("diff", (torch.randn(layer.weight.shape) * 0.1,))}, 1.0)
-        layer.weight_function = [comfy.model_patcher.LowVramPatch(key, patcher.patches)]
-        try:
-            assert not torch.allclose(check(layer), plain)
-        finally:
-            layer.weight_function = []
-        # Scaled fp8 checkpoints keep a per-layer scale next to the fp8 weight.
-        fp8 = comfy.ops.scaled_fp8_ops().Linear(spec.hidden, total, bias=True, dtype=torch.float8_e4m3fn)
-        fp8.weight = torch.nn.Parameter((layer.weight / 0.5).to(torch.float8_e4m3fn), requires_grad=False)
-        fp8.bias = torch.nn.Parameter(layer.bias.clone(), requires_grad=False)
-        fp8.scale_weight = torch.nn.Parameter(torch.tensor(0.5), requires_grad=False)
-        torch.testing.assert_close(check(fp8), plain, rtol=0.1, atol=0.1)
+        plain = layer(x)
+    patcher = model.clone()
+    delta = torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(2)) * 0.1
+    assert patcher.add_patches({key: ("diff", (delta,))}, 1.0) == [key]
+    try:
+        with torch.inference_mode():  # as ComfyUI loads models for sampling
+            patcher.load(comfy.model_management.get_torch_device(), lowvram_model_memory=1)  # nothing fits
+            assert layer.weight_function, "low-VRAM loading did not leave the patch to a weight function"
+            patched = _assert_rows_are_the_whole_layers(spec, layer, x)
+        assert not torch.allclose(patched, plain)
+    finally:
+        with torch.inference_mode():
+            patcher.detach()
+    assert not layer.weight_function
+
+
+def test_lowvram_lora_patches_reach_the_single_block_rows(flux):
+    """Low-VRAM loading leaves LoRA patches to the layers' weight functions, applied at every cast: rows computed
+    alone see the patched weight."""
+    _assert_lowvram_lora_reaches_the_rows(*flux)
+
+
+def test_lowvram_lora_patches_reach_the_rows_of_quantized_single_blocks(quantized):
+    spec, _, model, _ = quantized
+    _assert_lowvram_lora_reaches_the_rows(spec, model)

@@ -1,4 +1,5 @@
-"""FLUX.1 (dev, schnell, fill, Kontext) and the models on ComfyUI's ``comfy.ldm.flux`` ``Flux`` class.
+"""FLUX.1 (dev, schnell, fill, Kontext) and every model ComfyUI runs on its ``comfy.ldm.flux`` ``Flux`` class:
+FLUX.2 (dev, klein), Ovis-Image and LongCat-Image (ComfyUI v0.20 and later).
 
 Components follow the ECAD genome:
 
@@ -12,11 +13,16 @@ Caches hold raw outputs before the gate, so the current step's modulation is alw
 MLPs and ``linear2`` are submodules (hooked); the joint attention and the two halves of the fused
 ``linear1`` are not, so mirrored copies of ``DoubleStreamBlock.forward`` and
 ``SingleStreamBlock.forward`` route them (see ``mirror``). The copies follow upstream's features:
-``attn1_patch``/``attn1_output_patch``, token-wise ``modulation_dims``, the text/image order, blocks
-without their own modulation (Chroma, FLUX.2), SiLU-gated and "yak" MLPs (FLUX.2, Ovis). When only
-one half of ``linear1`` runs, its rows of the weight are used alone (through
-``comfy.ops.cast_bias_weight``, so LoRA patches and low-VRAM offloading apply); quantized weights
-run the whole layer instead.
+``attn1_patch``/``attn1_output_patch``, token-wise ``modulation_dims`` (FLUX.2's reference latents
+at timestep zero), the text/image order, blocks without their own modulation (Chroma, FLUX.2's
+global modulation), SiLU-gated (FLUX.2) and "yak" (Ovis) MLPs. When only one half of ``linear1``
+runs, its rows of the weight are used alone (through ``comfy.ops.cast_bias_weight``, so LoRA
+patches and low-VRAM offloading apply); quantized weights (ComfyUI v0.20's ``QuantizedTensor``)
+run the whole layer and keep the rows asked for.
+
+Variants differ only in what the layers hold, so one adapter serves them all and costs are read
+from the layers' shapes. Reference latents (Kontext, FLUX.2 editing) add image tokens that the
+latent does not show; the token counts include them (``FluxAdapter.call_tokens``).
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from ..costs import CostTable, attention_matmul_macs, linear_macs, module_linear
 from ..registry import BenchmarkModel, ModelFiles, Preset, tiny_preset
 from ..schedule import Layout
 from ..tiny import TinyModel, text_states
-from .base import CallTokens, Component, FamilyAdapter, Group
+from .base import CallTokens, Component, FamilyAdapter, Group, UnsupportedModelError
 from .mirror import Mirror
 
 # ------------------------------------------------------------------ mirrored block forwards
@@ -52,23 +58,32 @@ def _plain_weight(weight: Any) -> bool:
 
 
 def linear_rows(layer: torch.nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``layer(x)[..., start:stop]``, computing only those output rows where the weight allows it."""
+    """``layer(x)[..., start:stop]``, computing only those output rows where the weight allows it.
+
+    The weight comes from ``comfy.ops.cast_bias_weight`` as the layer's own forward gets it (device, dtype, LoRA
+    patches applied by low-VRAM weight functions); on ComfyUI versions with ``uncast_bias_weight`` it is cast as
+    offloadable and released after use, as ComfyUI's layers do (offload streams, DynamicVRAM pins). Quantized
+    weights (ComfyUI v0.20's ``QuantizedTensor``, GGUF tensors: tensor subclasses whose rows are not rows of a plain
+    matrix in every layout, and which cannot even be viewed under inference mode when made outside it) and fp8
+    matmuls with input scales run the whole layer as ComfyUI runs it, and keep the rows asked for.
+    """
     import comfy.ops
-    cast = comfy.ops.cast_bias_weight(layer, x)
-    weight, bias = cast[0], cast[1]
-    if not _plain_weight(weight) or getattr(layer, "scale_input", None) is not None:
-        # Quantized weights (QuantizedTensor, scaled fp8 with input scaling) run as ComfyUI runs them.
-        if len(cast) > 2 and hasattr(comfy.ops, "uncast_bias_weight"):
-            comfy.ops.uncast_bias_weight(layer, weight, bias, cast[2])
+    if not _plain_weight(layer.weight) or getattr(layer, "scale_input", None) is not None:
         return layer(x)[..., start:stop]
-    w = weight[start:stop]
-    scale = getattr(layer, "scale_weight", None)  # ComfyUI v0.3.x scaled fp8 checkpoints
-    if scale is not None:
-        w = w * scale.to(device=w.device, dtype=w.dtype)
-    out = F.linear(x, w, None if bias is None else bias[start:stop])
-    if len(cast) > 2 and hasattr(comfy.ops, "uncast_bias_weight"):  # newer ComfyUI offload streams
-        comfy.ops.uncast_bias_weight(layer, weight, bias, cast[2])
-    return out
+    release = getattr(comfy.ops, "uncast_bias_weight", None)
+    cast = comfy.ops.cast_bias_weight(layer, x, offloadable=True) if release else comfy.ops.cast_bias_weight(layer, x)
+    weight, bias = cast[0], cast[1]
+    if _plain_weight(weight):
+        w = weight[start:stop]
+        scale = getattr(layer, "scale_weight", None)  # ComfyUI v0.3.x scaled fp8 checkpoints
+        if scale is not None:
+            w = w * scale.to(device=w.device, dtype=w.dtype)
+        out = F.linear(x, w, None if bias is None else bias[start:stop])
+    else:  # a weight function handed back something other than a plain tensor
+        out = None
+    if release:
+        release(layer, weight, bias, cast[2])
+    return out if out is not None else layer(x)[..., start:stop]
 
 
 def _heads(qkv: torch.Tensor, heads: int):
@@ -89,6 +104,16 @@ def _attention_with_patches(q, k, v, pe, attn_mask, transformer_options, extra_o
     return attn
 
 
+def same_tokens(value: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """``value`` (a component output, perhaps cached at an earlier step), checked to have ``current``'s tokens."""
+    if value.shape[1] != current.shape[1]:
+        raise UnsupportedModelError(
+            f"ECAD: a cached block output has {value.shape[1]} tokens where this step runs {current.shape[1]}: the "
+            "model's token count changed during sampling (ComfyUI's Flux KV Cache node drops the reference images' "
+            "tokens after the first step). ECAD cannot reuse outputs across that change: use only one of the two.")
+    return value
+
+
 def routed_double_block(route, block, img, txt, mods, joint_attention, modulate, add_gated):
     """A FLUX-style double block after its modulation: the joint attention and both MLPs routed.
 
@@ -97,13 +122,13 @@ def routed_double_block(route, block, img, txt, mods, joint_attention, modulate,
     """
     (img_mod1, img_mod2), (txt_mod1, txt_mod2) = mods
     img_attn_out, txt_attn_out = route.component("attn", joint_attention)
-    img = add_gated(img, img_attn_out, img_mod1.gate, "img")
+    img = add_gated(img, same_tokens(img_attn_out, img), img_mod1.gate, "img")
     img_mlp_out = route.component("img_mlp", lambda: block.img_mlp(modulate(block.img_norm2(img), img_mod2, "img")))
-    img = add_gated(img, img_mlp_out, img_mod2.gate, "img")
+    img = add_gated(img, same_tokens(img_mlp_out, img), img_mod2.gate, "img")
 
-    txt = add_gated(txt, txt_attn_out, txt_mod1.gate, "txt")
+    txt = add_gated(txt, same_tokens(txt_attn_out, txt), txt_mod1.gate, "txt")
     txt_mlp_out = route.component("txt_mlp", lambda: block.txt_mlp(modulate(block.txt_norm2(txt), txt_mod2, "txt")))
-    txt = add_gated(txt, txt_mlp_out, txt_mod2.gate, "txt")
+    txt = add_gated(txt, same_tokens(txt_mlp_out, txt), txt_mod2.gate, "txt")
     if txt.dtype == torch.float16:
         txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
     return img, txt
@@ -173,7 +198,8 @@ def routed_single_output(route, block, modulated_input, attend, mlp_width: int, 
     else:
         attn = route.component_if_needed("attn", lambda: attend(linear_rows(block.linear1, x_mod, 0, h3)))
         mlp_in = route.component_if_needed("mlp_in", lambda: linear_rows(block.linear1, x_mod, h3, h3 + mlp_width))
-    return route.component("out_proj", lambda: block.linear2(torch.cat((attn, activation(mlp_in)), 2)))
+    return route.component("out_proj",
+                           lambda: block.linear2(torch.cat((attn, activation(same_tokens(mlp_in, attn))), 2)))
 
 
 def single_block_forward(route, block, flags, x, vec, pe, attn_mask=None, modulation_dims=None, transformer_options={}):
@@ -187,7 +213,7 @@ def single_block_forward(route, block, flags, x, vec, pe, attn_mask=None, modula
 
     output = routed_single_output(route, block, lambda: _modulated(block.pre_norm(x), mod, modulation_dims), attend,
                                   _mlp_width(block), lambda mlp: _mlp_activation(block, mlp))
-    x = x + _gated(output, mod.gate, modulation_dims)
+    x = x + _gated(same_tokens(output, x), mod.gate, modulation_dims)
     if x.dtype == torch.float16:
         x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x
@@ -291,19 +317,50 @@ def flux_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool 
 class FluxAdapter(FamilyAdapter):
     family = "flux"
     model_classes = (("comfy.ldm.flux.model", "Flux"),)
-    variants = {"Flux": "flux-dev", "FluxSchnell": "flux-schnell", "FluxInpaint": "flux-fill"}
+    variants = {"Flux": "flux-dev", "FluxSchnell": "flux-schnell", "FluxInpaint": "flux-fill",
+                "LongCatImage": "longcat-image", "Flux2": "flux2"}
     groups = (DOUBLE_BLOCKS, SINGLE_BLOCKS)
 
+    def variant(self, base_model: Any) -> Optional[str]:
+        """The model-config class names most variants. Ovis-Image loads as ``FluxSchnell`` and is told by its yak
+        MLPs and text norm; FLUX.2 dev by its distilled guidance; FLUX.2 klein by its width (4B: 3072, 9B: 4096;
+        base and distilled checkpoints have the same layers)."""
+        found = super().variant(base_model)
+        params = getattr(getattr(base_model, "diffusion_model", None), "params", None)
+        if found is None or params is None:
+            return found
+        if getattr(params, "yak_mlp", False) and getattr(params, "txt_norm", False):
+            return "ovis-image"
+        if found == "flux2":
+            if params.guidance_embed:
+                return "flux2-dev"
+            return FLUX2_KLEIN_BY_WIDTH.get(params.hidden_size, "flux2-klein")
+        return found
+
     def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
-        # Reference latents (Kontext, FLUX.2 editing) add image tokens that ``x`` does not show; not counted.
-        p = dm.patch_size
-        h, w = x.shape[-2], x.shape[-1]
-        return CallTokens(image=((h + p - 1) // p) * ((w + p - 1) // p),
-                          text=0 if context is None else int(context.shape[1]))
+        return CallTokens(image=_patches(dm, x), text=0 if context is None else int(context.shape[1]))
+
+    def call_tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+                    extra_conds: dict) -> CallTokens:
+        """Reference latents (Kontext, FLUX.2 editing) join the image tokens in every block and the final layer.
+        (With the "index_timestep_zero" method the shared modulation layers also run a second, zero-timestep row:
+        a few thousand MACs per block, not counted.)"""
+        tokens = self.tokens(dm, x, context)
+        references = extra_conds.get("ref_latents") or ()
+        return CallTokens(image=tokens.image + sum(_patches(dm, r) for r in references), text=tokens.text)
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         return flux_costs(dm, tokens, attention_matmuls)
 
+
+def _patches(dm: torch.nn.Module, latent: torch.Tensor) -> int:
+    """Tokens of a latent: whole patches, the last ones padded (``Flux.process_img``)."""
+    p = dm.patch_size
+    return ((latent.shape[-2] + p - 1) // p) * ((latent.shape[-1] + p - 1) // p)
+
+
+#: FLUX.2 klein's two sizes by hidden width (black-forest-labs/FLUX.2-klein-4B and -9B: 24 and 32 heads of 128).
+FLUX2_KLEIN_BY_WIDTH = {3072: "flux2-klein-4b", 4096: "flux2-klein-9b"}
 
 ADAPTERS = (FluxAdapter(),)
 
@@ -313,6 +370,31 @@ def flux_layout(depth: int, depth_single: int) -> Layout:
 
 
 # ------------------------------------------------------------------ tiny models and presets
+
+
+def flux_block_keys(hidden: int, heads: int, depth: int, depth_single: int,
+                    linear1_rows: int) -> dict[str, tuple[int, ...]]:
+    """The block keys ComfyUI's detection reads from a checkpoint of the ``Flux`` class (counts, head size, widths)."""
+    keys: dict[str, tuple[int, ...]] = {}
+    for i in range(depth):
+        keys[f"double_blocks.{i}.img_attn.norm.key_norm.scale"] = (hidden // heads,)
+        keys[f"double_blocks.{i}.img_attn.qkv.weight"] = (3 * hidden, hidden)
+    for i in range(depth_single):
+        keys[f"single_blocks.{i}.linear1.weight"] = (linear1_rows, hidden)
+    return keys
+
+
+def _flux_params_have(field_name: str) -> bool:
+    import dataclasses
+    from comfy.ldm.flux.model import FluxParams
+    return field_name in {f.name for f in dataclasses.fields(FluxParams)}
+
+
+def _model_config_missing(name: str, model: str) -> Optional[str]:
+    import comfy.supported_models
+    if hasattr(comfy.supported_models, name):
+        return None
+    return f"this ComfyUI has no {model} (comfy.supported_models.{name})"
 
 
 @dataclass(frozen=True)
@@ -331,16 +413,12 @@ class TinyFlux(TinyModel):
     latent_channels = 16
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
-        h, head = self.hidden, self.hidden // self.heads
+        h = self.hidden
         keys = {"img_in.weight": (h, self.latent_channels * 4), "txt_in.weight": (h, self.context_dim),
                 "vector_in.in_layer.weight": (h, self.vec_dim), "final_layer.linear.weight": (self.latent_channels * 4, h)}
         if self.guidance_embed:
             keys["guidance_in.in_layer.weight"] = (h, 256)
-        for i in range(self.depth):
-            keys[f"double_blocks.{i}.img_attn.norm.key_norm.scale"] = (head,)
-            keys[f"double_blocks.{i}.img_attn.qkv.weight"] = (3 * h, h)
-        for i in range(self.depth_single):
-            keys[f"single_blocks.{i}.linear1.weight"] = (3 * h + int(h * self.mlp_ratio), h)
+        keys.update(flux_block_keys(h, self.heads, self.depth, self.depth_single, 3 * h + int(h * self.mlp_ratio)))
         return keys
 
     def overrides(self) -> dict[str, Any]:
@@ -354,7 +432,138 @@ class TinyFlux(TinyModel):
                  {"pooled_output": torch.randn(1, self.vec_dim, generator=gen), "guidance": guidance}]]
 
 
+#: FLUX.1 Fill's input: the noisy latent, the masked image's latent and the 8×8 mask pixels of each latent pixel.
+FILL_INPUT_CHANNELS = 16 + 16 + 64
+
+
+@dataclass(frozen=True)
+class TinyFluxFill(TinyFlux):
+    """FLUX.1 Fill (``FluxInpaint``): 96 input channels. Without an image and mask in the conditioning ComfyUI
+    passes an empty image and a mask over everything, as for a plain text-to-image run."""
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        return {**super().checkpoint(), "img_in.weight": (self.hidden, FILL_INPUT_CHANNELS * 4)}
+
+
+#: FLUX.2's MLP width over its hidden width; ComfyUI's detection fixes it.
+FLUX2_MLP_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class TinyFlux2(TinyModel):
+    """FLUX.2 as its checkpoints look to ComfyUI's detection (ComfyUI v0.20 and later), at a small width: shared
+    (global) modulation layers instead of per-block ones, SiLU-gated MLPs, no biases, 128-channel latents in 1×1
+    patches, text padded to 512 tokens by ComfyUI. Without ``guidance_in`` it is FLUX.2 klein."""
+
+    hidden: int = 64
+    heads: int = 2
+    depth: int = 2
+    depth_single: int = 2
+    context_dim: int = 48
+    axes_dim: tuple[int, ...] = (8, 8, 8, 8)
+    guidance_embed: bool = True
+    latent_channels = 128
+    compression = 16
+    test_size = 128                      # an 8×8 latent
+
+    def unavailable(self) -> Optional[str]:
+        return _model_config_missing("Flux2", "FLUX.2")
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        h = self.hidden
+        keys = {"img_in.weight": (h, self.latent_channels), "txt_in.weight": (h, self.context_dim),
+                "double_stream_modulation_img.lin.weight": (6 * h, h),
+                "double_stream_modulation_txt.lin.weight": (6 * h, h),
+                "single_stream_modulation.lin.weight": (3 * h, h),
+                "final_layer.linear.weight": (self.latent_channels, h)}
+        if self.guidance_embed:
+            keys["guidance_in.in_layer.weight"] = (h, 256)
+        keys.update(flux_block_keys(h, self.heads, self.depth, self.depth_single, 3 * h + 2 * int(h * FLUX2_MLP_RATIO)))
+        return keys
+
+    def overrides(self) -> dict[str, Any]:
+        # Detection fixes FLUX.2's rotary axes (head size 128) and derives the heads from them.
+        return {"num_heads": self.heads, "axes_dim": list(self.axes_dim)}
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None, guidance: float = 4.0) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        extra = {"guidance": guidance} if self.guidance_embed else {}
+        return [[text_states(gen, tokens or 16, self.context_dim), extra]]
+
+
+@dataclass(frozen=True)
+class TinyOvisImage(TinyModel):
+    """Ovis-Image as its checkpoint looks to ComfyUI's detection (v0.20 and later): FLUX.1's layout without pooled
+    text or guidance, "yak" MLPs (SiLU-gated, three projections) and an RMS norm on the text states. ComfyUI
+    loads it as ``FluxSchnell``."""
+
+    hidden: int = 64
+    heads: int = 2
+    depth: int = 2
+    depth_single: int = 2
+    context_dim: int = 48
+    mlp_ratio: float = 4.0               # fixed by detection
+    axes_dim: tuple[int, ...] = (8, 12, 12)
+    latent_channels = 16
+
+    def unavailable(self) -> Optional[str]:
+        return None if _flux_params_have("yak_mlp") else "this ComfyUI's Flux has no yak MLPs (Ovis-Image)"
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        h, mlp = self.hidden, int(self.hidden * self.mlp_ratio)
+        keys = {"img_in.weight": (h, self.latent_channels * 4), "txt_in.weight": (h, self.context_dim),
+                "txt_norm.scale": (self.context_dim,), "final_layer.linear.weight": (self.latent_channels * 4, h)}
+        keys.update(flux_block_keys(h, self.heads, self.depth, self.depth_single, 3 * h + 2 * mlp))
+        for i in range(self.depth):
+            keys[f"double_blocks.{i}.img_mlp.gate_proj.weight"] = (mlp, h)
+        return keys
+
+    def overrides(self) -> dict[str, Any]:
+        # Detection fixes FLUX's rotary axes (head size 128) and derives the heads from them.
+        return {"num_heads": self.heads, "axes_dim": list(self.axes_dim)}
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[text_states(gen, tokens or 16, self.context_dim), {}]]
+
+
+#: LongCat-Image's text width (Qwen2.5-VL 7B): ComfyUI's detection recognises LongCat by it.
+LONGCAT_TEXT_WIDTH = 3584
+
+
+@dataclass(frozen=True)
+class TinyLongCatImage(TinyModel):
+    """LongCat-Image as its checkpoint looks to ComfyUI's detection (v0.20 and later): FLUX.1's blocks without
+    pooled text or guidance, on Qwen2.5-VL text states of the released width (detection keys on it)."""
+
+    hidden: int = 64
+    heads: int = 2
+    depth: int = 2
+    depth_single: int = 2
+    mlp_ratio: float = 4.0               # fixed by detection
+    axes_dim: tuple[int, ...] = (8, 12, 12)
+    latent_channels = 16
+
+    def unavailable(self) -> Optional[str]:
+        return _model_config_missing("LongCatImage", "LongCat-Image")
+
+    def checkpoint(self) -> dict[str, tuple[int, ...]]:
+        h = self.hidden
+        keys = {"img_in.weight": (h, self.latent_channels * 4), "txt_in.weight": (h, LONGCAT_TEXT_WIDTH),
+                "final_layer.linear.weight": (self.latent_channels * 4, h)}
+        keys.update(flux_block_keys(h, self.heads, self.depth, self.depth_single, 3 * h + int(h * self.mlp_ratio)))
+        return keys
+
+    def overrides(self) -> dict[str, Any]:
+        return {"num_heads": self.heads, "axes_dim": list(self.axes_dim)}
+
+    def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [[text_states(gen, tokens or 16, LONGCAT_TEXT_WIDTH), {}]]
+
+
 _FLUX_TEXT = ("clip_l.safetensors", "t5xxl_fp16.safetensors")
+_FLUX2_VAE = "flux2-vae.safetensors"
 
 PRESETS = (
     # Calibration settings follow the ECAD paper: 20 steps at 256², guidance 5.
@@ -366,12 +575,73 @@ PRESETS = (
            files=ModelFiles("flux1-schnell.safetensors", _FLUX_TEXT, "FLUX", "ae.safetensors"),
            steps=4, sampler="euler", scheduler="simple", cfg=1.0, width=256, height=256,
            population=24, generations=100, metric="image_reward"),
+    # FLUX.2 templates sample with Flux2Scheduler: the time shift exp(mu)/(exp(mu) + 1/t - 1) of FLUX's model
+    # sampling with mu from the step count and image size (2.20 at 1024² and 20 steps, 2.29 at 4 steps). The optimizer
+    # runs ComfyUI's "simple" scheduler on the model's own sampling: the same shift with FLUX.2's mu of 2.02.
+    # ComfyUI template image_flux2_text_to_image.json: FluxGuidance 4, BasicGuider, euler, 20 steps, 1024².
+    Preset(name="flux2-dev", family="flux",
+           description="FLUX.2 dev, fp8 mixed (ComfyUI template: 1024², 20 steps, guidance 4, no CFG)",
+           files=ModelFiles("flux2_dev_fp8mixed.safetensors", ("mistral_3_small_flux2_bf16.safetensors",), "FLUX2",
+                            _FLUX2_VAE),
+           steps=20, sampler="euler", scheduler="simple", cfg=1.0, guidance=4.0, width=1024, height=1024,
+           population=24, generations=50, metric="image_reward"),
+    # ComfyUI template image_flux2_klein_text_to_image.json: distilled 4B at 4 steps, CFGGuider 1; base 4B at 20
+    # steps, CFGGuider 5; euler, 1024².
+    Preset(name="flux2-klein-4b", family="flux",
+           description="FLUX.2 klein 4B, distilled (ComfyUI template: 1024², 4 steps, no CFG)",
+           files=ModelFiles("flux-2-klein-4b.safetensors", ("qwen_3_4b.safetensors",), "FLUX2", _FLUX2_VAE),
+           steps=4, sampler="euler", scheduler="simple", cfg=1.0, width=1024, height=1024,
+           population=24, generations=100, metric="image_reward"),
+    Preset(name="flux2-klein-base-4b", family="flux",
+           description="FLUX.2 klein 4B base (ComfyUI template: 1024², 20 steps, CFG 5)",
+           files=ModelFiles("flux-2-klein-base-4b.safetensors", ("qwen_3_4b.safetensors",), "FLUX2", _FLUX2_VAE),
+           steps=20, sampler="euler", scheduler="simple", cfg=5.0, width=1024, height=1024,
+           population=24, generations=50, metric="image_reward"),
+    # ComfyUI template image_flux2_text_to_image_9b.json: base 9B fp8, CFGGuider 5, euler, 20 steps, 1024².
+    Preset(name="flux2-klein-base-9b", family="flux",
+           description="FLUX.2 klein 9B base, fp8 (ComfyUI template: 1024², 20 steps, CFG 5)",
+           files=ModelFiles("flux-2-klein-base-9b-fp8.safetensors", ("qwen_3_8b_fp8mixed.safetensors",), "FLUX2",
+                            "full_encoder_small_decoder.safetensors"),
+           steps=20, sampler="euler", scheduler="simple", cfg=5.0, width=1024, height=1024,
+           population=24, generations=50, metric="image_reward"),
+    # ComfyUI template image_ovis_text_to_image.json: KSampler 20 steps, CFG 5, euler/simple, ModelSamplingAuraFlow 3.
+    Preset(name="ovis-image", family="flux",
+           description="Ovis-Image (ComfyUI template: 1024², 20 steps, CFG 5, shift 3)",
+           files=ModelFiles("ovis_image_bf16.safetensors", ("ovis_2.5.safetensors",), "OVIS", "ae.safetensors"),
+           steps=20, sampler="euler", scheduler="simple", cfg=5.0, width=1024, height=1024,
+           population=24, generations=50, metric="image_reward", extra={"model_sampling": "AuraFlow", "shift": 3.0}),
+    # ComfyUI template image_longcat_text_to_image.json: KSampler 20 steps, CFG 4, euler/simple, 1024². The template
+    # also applies CFGNorm (strength 1), which the optimizer does not; its FluxGuidance is dropped by LongCat's model.
+    Preset(name="longcat-image", family="flux",
+           description="LongCat-Image (ComfyUI template: 1024², 20 steps, CFG 4; without the template's CFGNorm)",
+           files=ModelFiles("longcat_image_bf16.safetensors", ("qwen_2.5_vl_7b_fp8_scaled.safetensors",),
+                            "LONGCAT_IMAGE", "ae.safetensors"),
+           steps=20, sampler="euler", scheduler="simple", cfg=4.0, width=1024, height=1024,
+           population=24, generations=50, metric="image_reward"),
     tiny_preset("flux", TinyFlux(), "A small random-weight FLUX built through ComfyUI's detection; runs on a CPU in "
                 "minutes", guidance=3.5, images_per_prompt=2),
 )
+
+#: Further variants the family contract covers (FLUX.2, Ovis-Image and LongCat-Image need ComfyUI v0.20 or later).
+TINY_MODELS = {
+    "flux-schnell": TinyFlux(guidance_embed=False),
+    "flux-fill": TinyFluxFill(),
+    "flux2-dev": TinyFlux2(),
+    "flux2-klein": TinyFlux2(guidance_embed=False),
+    "ovis-image": TinyOvisImage(),
+    "longcat-image": TinyLongCatImage(),
+}
 
 # hidden 512, 4 double + 8 single blocks, 1024 image tokens (512² image)
 BENCHMARK_MODELS = (
     BenchmarkModel("flux", TinyFlux(hidden=512, heads=4, depth=4, depth_single=8, context_dim=256, vec_dim=128,
                                     mlp_ratio=4.0, axes_dim=(16, 56, 56)), width=512, height=512),
+    # FLUX.2: gated MLPs (linear1 9 × hidden wide against FLUX.1's 7), shared modulation, no biases, 1×1 patches
+    # of a 16× latent, text padded to 512 tokens
+    BenchmarkModel("flux2", TinyFlux2(hidden=512, heads=4, depth=4, depth_single=8, context_dim=256,
+                                      axes_dim=(32, 32, 32, 32)), width=512, height=512),
+    # Ovis-Image: yak MLPs (three projections; linear1 11 × hidden wide), an RMS norm on the text; CFG batches
+    # cond and uncond
+    BenchmarkModel("ovis-image", TinyOvisImage(hidden=512, heads=4, depth=4, depth_single=8, context_dim=256,
+                                               axes_dim=(16, 56, 56)), width=512, height=512, cfg=5.0),
 )
