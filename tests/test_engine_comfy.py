@@ -55,6 +55,11 @@ def random_choice(model, steps, keep, seed):
     return ScheduleChoice.of_mask(f"random{seed}", Mask(layout, bits))
 
 
+def apply_layout(model):
+    from ecad_nodes.families import adapter_for
+    return adapter_for(model.model).layout(model.model.diffusion_model)
+
+
 # ------------------------------------------------------------------ identity
 
 # ------------------------------------------------------------------ reuse semantics

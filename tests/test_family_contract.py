@@ -134,20 +134,38 @@ def test_internal_outputs_are_cached_only_for_their_consumers(name, monkeypatch)
     assert_internal_outputs_are_cached_only_for_their_consumers(model, spec, monkeypatch, cfg=3.0, width=size, height=size)
 
 
-def test_lora_weight_patches_apply_through_the_cached_model(tiny):
-    """A weight patch on a hooked component's weights changes the unpatched and the all-compute model alike."""
+def _hooked_weight_key(model) -> str:
+    """The first linear weight inside the first block's first hooked component (what a LoRA would patch)."""
+    from ecad_nodes.families import adapter_for
+    adapter = adapter_for(model.model)
+    dm = model.model.diffusion_model
+    for group in adapter.groups:
+        paths = group.block_paths(dm)
+        for component in group.components:
+            if component.module is not None and paths:
+                module = dm.get_submodule(f"{paths[0]}.{component.module}")
+                name = next(n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear))
+                return f"diffusion_model.{paths[0]}.{component.module}{'.' + name if name else ''}.weight"
+    raise AssertionError("no hooked component")
+
+
+def test_lora_weight_patches_apply_before_and_after_ecad(tiny):
+    """ECAD hooks ``forward`` of submodules, never replaces them, so weight keys stay and LoRA patches apply."""
     name, spec, model, size = tiny
-    key = next(k for k in model.model_state_dict() if k.endswith(".weight") and ".0." in k
-               and model.model_state_dict()[k].ndim == 2)
-    lora = model.clone()
-    weight = model.model_state_dict()[key]
-    lora.add_patches({key: ("diff", (torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5,))}, 1.0)
-    kwargs = dict(steps=3, width=size, height=size)
-    plain = sample(model, spec, **kwargs)
-    expected = sample(lora, spec, **kwargs)
-    assert not torch.equal(expected, plain), f"the patch on {key} changed nothing"
-    assert torch.equal(sample(apply(lora, ScheduleChoice.of_heuristic(NO_CACHING)), spec, **kwargs), expected)
-    assert torch.equal(sample(apply(model, ScheduleChoice.of_heuristic(NO_CACHING)), spec, **kwargs), plain)
+    key = _hooked_weight_key(model)
+    weight = model.model.state_dict()[key]
+    delta = torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5
+    kwargs = dict(steps=4, cfg=3.0, width=size, height=size)
+    with_lora = model.clone()
+    assert with_lora.add_patches({key: ("diff", (delta,))}, 1.0) == [key]
+    reference = sample(with_lora, spec, **kwargs)
+    assert not torch.equal(reference, sample(model, spec, **kwargs)), f"the patch on {key} changed nothing"
+    assert torch.equal(sample(apply(with_lora, ScheduleChoice.of_heuristic(NO_CACHING)), spec, **kwargs), reference)
+    ecad_then_lora = apply(model, ScheduleChoice.of_heuristic(NO_CACHING)).clone()
+    ecad_then_lora.add_patches({key: ("diff", (delta,))}, 1.0)
+    assert torch.equal(sample(ecad_then_lora, spec, **kwargs), reference)
+    cached = sample(apply(model, ScheduleChoice.of_heuristic(FORA2)), spec, **kwargs)
+    assert not torch.equal(sample(apply(with_lora, ScheduleChoice.of_heuristic(FORA2)), spec, **kwargs), cached)
 
 
 @pytest.mark.parametrize("name", WITH_MIRRORS)
