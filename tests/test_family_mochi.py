@@ -1,14 +1,15 @@
 """Mochi inside real ComfyUI (COMFYUI_PATH), beyond the family contract (tests/test_family_contract.py):
 prompts padded as ComfyUI's Mochi text encoder pads them (to 256 tokens, the padding masked), so
 the joint attention reads only each prompt's real tokens (``num_tokens``, a per-prompt constant that
-makes ComfyUI run cond and uncond in separate calls) while the text projections and MLP run on all;
+makes ComfyUI run cond and uncond in separate calls) while the text projections and MLP run on all
+(and the cost model counts both so);
 and the layout: the last block, which does not update the text, is its own group."""
 from __future__ import annotations
 
 import pytest
 
 from family_checks import (assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
-                           assert_runs_as_planned, layout_of)
+                           assert_flops_follow_the_cost_model, assert_runs_as_planned, layout_of)
 
 pytestmark = pytest.mark.comfy
 
@@ -43,6 +44,14 @@ def test_all_compute_is_bit_identical_with_padded_prompts(mochi):
 def test_components_run_exactly_where_the_mask_says_with_padded_prompts(mochi):
     spec, model = mochi
     assert_runs_as_planned(model, spec, cfg=4.5, width=SIZE, height=SIZE, **padded_prompts(spec))
+
+
+def test_the_cost_model_counts_the_attention_over_the_real_tokens_only(mochi):
+    """The text projections and MLP run on all 128 tokens, the attention on 11 of them (counting all 128 would be
+    about 6 % off here): PyTorch's FLOP counter agrees."""
+    spec, model = mochi
+    assert_flops_follow_the_cost_model(model, spec, width=SIZE, height=SIZE,
+                                       positive=spec.conditioning(1, tokens=11, padded_to=128))
 
 
 def test_cached_outputs_are_never_written_into_with_padded_prompts(mochi, monkeypatch):

@@ -10,7 +10,8 @@ import torch
 
 from ecad_nodes.choice import ScheduleChoice
 from ecad_nodes.schedule import Mask
-from family_checks import apply, assert_all_compute_is_identical, assert_runs_as_planned, layout_of
+from family_checks import (apply, assert_all_compute_is_identical, assert_flops_follow_the_cost_model,
+                           assert_runs_as_planned, layout_of)
 from support import last_report, sample
 
 pytestmark = pytest.mark.comfy
@@ -54,6 +55,13 @@ def test_components_run_exactly_where_the_mask_says_when_editing(omnigen2, refer
     assert_runs_as_planned(model, spec, cfg=5.0, width=SIZE, height=SIZE, positive=editing(spec, 1),
                            negative=editing(spec, 2, tokens=5))
     assert reference_refiner_calls
+
+
+def test_the_cost_model_counts_the_reference_tokens(omnigen2):
+    """The layers read 16 reference tokens besides the image's 16, and the reference refiner runs on them: PyTorch's
+    FLOP counter agrees with the cost model."""
+    spec, model = omnigen2
+    assert_flops_follow_the_cost_model(model, spec, width=SIZE, height=SIZE, positive=editing(spec, 1))
 
 
 def test_reusing_the_context_refiner_is_exact(omnigen2):

@@ -23,6 +23,13 @@ BLOCKS = Group("blocks", "blocks", (Component("attn1", module="attn1"), Componen
                                     Component("mlp", module="mlp")))
 
 
+@dataclass(frozen=True)
+class HunyuanDiTTokens(CallTokens):
+    """``text``: what the cross-attention reads, the CLIP states followed by the mT5 states (``t5`` of them)."""
+
+    t5: int = 256
+
+
 def hunyuan_dit_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
     img, txt = tokens.image, tokens.text
     h = dm.hidden_size
@@ -34,7 +41,7 @@ def hunyuan_dit_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls
                  + module_linear_macs(cross.kv_proj, txt) + (attention_matmul_macs(img, txt, h) if attention_matmuls else 0.0),
         "mlp": module_linear_macs(block.mlp, img),
     }
-    t5_tokens = dm.text_len_t5           # see HunyuanDiTAdapter.tokens
+    t5_tokens = getattr(tokens, "t5", dm.text_len_t5)
     pool = dm.pooler
     pooled = min(t5_tokens, pool.positional_embedding.shape[0] - 1) + 1   # the pooled tokens and their mean
     pooling = (module_linear_macs(pool.k_proj, pooled) + module_linear_macs(pool.v_proj, pooled)
@@ -56,14 +63,21 @@ class HunyuanDiTAdapter(FamilyAdapter):
     variants = {"HunyuanDiT": "hunyuan-dit-1.2", "HunyuanDiT1": "hunyuan-dit-1.0"}
     groups = (BLOCKS,)
 
-    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
+    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+               t5: Optional[int] = None) -> HunyuanDiTTokens:
         """Image patches, and the text tokens the cross-attention reads: the CLIP states (``context``) followed by the
-        mT5 states, which the call does not show here; ComfyUI's mT5 tokenizer pads them to ``text_len_t5`` (256),
-        so that is their count unless a prompt is longer."""
+        mT5 states; without the call's mT5 states, as many as ComfyUI's mT5 tokenizer pads a prompt to
+        (``text_len_t5``, 256)."""
         p = dm.patch_size
         h, w = x.shape[-2], x.shape[-1]
         clip = 0 if context is None else int(context.shape[1])
-        return CallTokens(image=((h + p // 2) // p) * ((w + p // 2) // p), text=clip + dm.text_len_t5)
+        t5 = dm.text_len_t5 if t5 is None else t5
+        return HunyuanDiTTokens(image=((h + p // 2) // p) * ((w + p // 2) // p), text=clip + t5, t5=t5)
+
+    def call_tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+                    extra_conds: dict) -> HunyuanDiTTokens:
+        t5_states = extra_conds.get("encoder_hidden_states_t5")
+        return self.tokens(dm, x, context, t5=None if t5_states is None else int(t5_states.shape[1]))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         return hunyuan_dit_costs(dm, tokens, attention_matmuls)
@@ -105,19 +119,19 @@ class TinyHunyuanDiT(TinyModel):
                 "text_len": self.clip_tokens, "text_len_t5": self.t5_tokens}
 
     def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
-        """As ComfyUI's Hunyuan-DiT text encoders give it: CLIP states padded to at least ``clip_tokens`` (longer
-        prompts make longer ones) and mT5 states padded to ``t5_tokens``, each with its attention mask."""
+        """As ComfyUI's Hunyuan-DiT text encoders give it: CLIP and mT5 states padded to at least ``clip_tokens`` and
+        ``t5_tokens`` (longer prompts make longer ones), each with its attention mask."""
         gen = torch.Generator().manual_seed(seed)
         real = tokens or 12          # longer than the padding by default: shorter prompts make shorter calls (cfg apart)
-        clip_len = max(real, self.clip_tokens)
+        clip_len, t5_len = max(real, self.clip_tokens), max(real, self.t5_tokens)
 
         def mask(length: int) -> torch.Tensor:
             out = torch.zeros(1, length, dtype=torch.int64)
             out[:, :min(real, length)] = 1
             return out
         return [[text_states(gen, clip_len, self.clip_dim),
-                 {"attention_mask": mask(clip_len), "conditioning_mt5xl": text_states(gen, self.t5_tokens, self.t5_dim),
-                  "attention_mask_mt5xl": mask(self.t5_tokens)}]]
+                 {"attention_mask": mask(clip_len), "conditioning_mt5xl": text_states(gen, t5_len, self.t5_dim),
+                  "attention_mask_mt5xl": mask(t5_len)}]]
 
 
 PRESETS = (

@@ -8,9 +8,9 @@ and its attention's text projection is an identity, so it is its own group (``la
 patches; the block normalizes and gates the raw outputs out of place (``residual_tanh_gated_rmsnorm``),
 so cached outputs are never written into.
 
-The attention reads only the prompt's real tokens (``num_tokens``, from the text attention mask);
-the cost model counts its products over every text token of the call (T5's padding to 256 included),
-which overstates them by a little next to the video tokens.
+The attention reads only the prompt's real tokens (``num_tokens``, from the text attention mask), the
+text projections and MLP every token of the T5 states (padded to 256); the cost model counts both as
+the call gives them (``MochiAdapter.call_tokens``).
 """
 from __future__ import annotations
 
@@ -39,13 +39,22 @@ LAST_BLOCK = Group("last_block", "blocks", (Component("attn", module="attn"), Co
                    indices=_last_block)
 
 
+@dataclass(frozen=True)
+class MochiTokens(CallTokens):
+    """``text``: the T5 states' tokens (padding included); ``attended_text``: the prompt's real tokens, which the joint
+    attention reads (None: all of them)."""
+
+    attended_text: Optional[int] = None
+
+
 def _block_macs(block: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool) -> dict[str, float]:
     img, txt = tokens.image, tokens.text
+    attended = img + min(txt, getattr(tokens, "attended_text", None) or txt)
     attn = block.attn
     macs = {
         "attn": module_linear_macs(attn.qkv_x, img) + module_linear_macs(attn.proj_x, img)
                 + module_linear_macs(attn.qkv_y, txt) + module_linear_macs(attn.proj_y, txt)  # proj_y: none in the last block
-                + (attention_matmul_macs(img + txt, img + txt, attn.dim_x) if attention_matmuls else 0.0),
+                + (attention_matmul_macs(attended, attended, attn.dim_x) if attention_matmuls else 0.0),
         "mlp_x": module_linear_macs(block.mlp_x, img),
     }
     if block.update_y:
@@ -80,10 +89,18 @@ class MochiAdapter(FamilyAdapter):
     variants = {"GenmoMochi": "mochi-preview"}
     groups = (BLOCKS, LAST_BLOCK)
 
-    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
+    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> MochiTokens:
         p = dm.patch_size
         t, h, w = x.shape[-3:]
-        return CallTokens(image=t * (h // p) * (w // p), text=0 if context is None else int(context.shape[1]))
+        return MochiTokens(image=t * (h // p) * (w // p), text=0 if context is None else int(context.shape[1]))
+
+    def call_tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+                    extra_conds: dict) -> MochiTokens:
+        """With the prompt's real token count (``num_tokens``, from its attention mask; the first prompt's where cond
+        and uncond differ: ComfyUI then runs them in separate calls)."""
+        found = self.tokens(dm, x, context)
+        real = extra_conds.get("num_tokens")
+        return found if real is None else MochiTokens(found.image, found.text, attended_text=int(real))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         return mochi_costs(dm, tokens, attention_matmuls)

@@ -11,7 +11,7 @@ The groups are the context refiner, the noise refiner and the layers. The refere
 runs only when a prompt carries reference latents (image editing), so it is no group: its blocks
 compute at every call. The context refiner's output depends on the prompt alone (no timestep), so
 reusing it is exact. Reference latents add tokens to the layers that the call's latent does not
-show; the cost model does not count them.
+show; the cost model takes them from the call (``OmniGen2Adapter.call_tokens``).
 """
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ NOISE_REFINER = Group("noise_refiner", "noise_refiner", COMPONENTS)
 LAYERS = Group("layers", "layers", COMPONENTS)
 
 
+@dataclass(frozen=True)
+class OmniGen2Tokens(CallTokens):
+    """``reference``: the reference images' tokens (image editing), which the layers read between text and image."""
+
+    reference: int = 0
+
+
 def _block_macs(block: torch.nn.Module, tokens: int, attention_matmuls: bool) -> dict[str, float]:
     attn = block.attn
     return {"attn": module_linear_macs(attn, tokens)
@@ -44,16 +51,22 @@ def _modulation_macs(blocks: torch.nn.ModuleList) -> float:
 
 
 def omnigen2_costs(dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
-    img, txt = tokens.image, tokens.text
+    img, txt, ref = tokens.image, tokens.text, getattr(tokens, "reference", 0)
+    every = txt + ref + img
     per_group = {"context_refiner": _block_macs(dm.context_refiner[0], txt, attention_matmuls),
                  "noise_refiner": _block_macs(dm.noise_refiner[0], img, attention_matmuls),
-                 "layers": _block_macs(dm.layers[0], txt + img, attention_matmuls)}
+                 "layers": _block_macs(dm.layers[0], every, attention_matmuls)}
+    references = 0.0
+    if ref:   # editing: the reference latents' embedding and refiner, computed at every call
+        block = _block_macs(dm.ref_image_refiner[0], ref, attention_matmuls)
+        references = (module_linear_macs(dm.ref_image_patch_embedder, ref) + _modulation_macs(dm.ref_image_refiner)
+                      + len(dm.ref_image_refiner) * sum(block.values()))
     embed = dm.time_caption_embed
     constant = (module_linear_macs(embed.timestep_embedder, 1) + module_linear_macs(embed.caption_embedder, txt)
-                + module_linear_macs(dm.x_embedder, img)
+                + module_linear_macs(dm.x_embedder, img) + references
                 + _modulation_macs(dm.noise_refiner) + _modulation_macs(dm.layers)
                 # the output norm's modulation runs once; its projection on every token (text included)
-                + module_linear_macs(dm.norm_out.linear_1, 1) + module_linear_macs(dm.norm_out.linear_2, txt + img))
+                + module_linear_macs(dm.norm_out.linear_1, 1) + module_linear_macs(dm.norm_out.linear_2, every))
     return CostTable.from_components(OmniGen2Adapter().layout(dm), per_group, constant)
 
 
@@ -63,13 +76,23 @@ class OmniGen2Adapter(FamilyAdapter):
     variants = {"Omnigen2": "omnigen2"}
     groups = (CONTEXT_REFINER, NOISE_REFINER, LAYERS)
 
-    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> CallTokens:
-        p = dm.patch_size   # ComfyUI pads the latent to whole patches
-        return CallTokens(image=math.ceil(x.shape[-2] / p) * math.ceil(x.shape[-1] / p),
-                          text=0 if context is None else int(context.shape[1]))
+    def tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor]) -> OmniGen2Tokens:
+        return OmniGen2Tokens(image=_patches(dm, x), text=0 if context is None else int(context.shape[1]))
+
+    def call_tokens(self, dm: torch.nn.Module, x: torch.Tensor, context: Optional[torch.Tensor],
+                    extra_conds: dict) -> OmniGen2Tokens:
+        found = self.tokens(dm, x, context)
+        references = extra_conds.get("ref_latents") or ()
+        return OmniGen2Tokens(found.image, found.text, reference=sum(_patches(dm, r) for r in references))
 
     def costs(self, dm: torch.nn.Module, tokens: CallTokens, attention_matmuls: bool = False) -> CostTable:
         return omnigen2_costs(dm, tokens, attention_matmuls)
+
+
+def _patches(dm: torch.nn.Module, latent: torch.Tensor) -> int:
+    """Tokens of a latent: whole patches (ComfyUI pads the latent, and each reference latent, to them)."""
+    p = dm.patch_size
+    return math.ceil(latent.shape[-2] / p) * math.ceil(latent.shape[-1] / p)
 
 
 ADAPTERS = (OmniGen2Adapter(),)
