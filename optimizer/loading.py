@@ -218,7 +218,7 @@ def tiny_vae(latent_channels: int, upscale: int, seed: int = TINY_MODEL_SEED) ->
     pixel-space identity VAE for models that sample pixels."""
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
-    from .tiny_models import _randomize
+    from ecad_nodes.tiny import randomize
 
     if upscale == 1 and latent_channels == 3:
         return comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
@@ -229,7 +229,7 @@ def tiny_vae(latent_channels: int, upscale: int, seed: int = TINY_MODEL_SEED) ->
                 "ch": 32, "ch_mult": [1] * (levels + 1), "num_res_blocks": 0, "attn_resolutions": [], "dropout": 0.0}
     config = {"params": {"ddconfig": ddconfig, "embed_dim": latent_channels}}
     autoencoder = AutoencoderKL(**config["params"])
-    _randomize(autoencoder, seed)
+    randomize(autoencoder, seed)
     vae = comfy.sd.VAE(sd=autoencoder.state_dict(), config=config, dtype=torch.float32)
     vae.downscale_ratio = vae.upscale_ratio = upscale  # ComfyUI assumes 8× for a VAE given by config
     return vae

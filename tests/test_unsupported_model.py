@@ -29,11 +29,11 @@ def tiny_unet(config_name: str, seed: int = 0) -> Any:
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from optimizer.tiny_models import _randomize
+    from ecad_nodes.tiny import randomize
     model_config = getattr(comfy.supported_models, config_name)({**TINY_UNET, **CONFIGS[config_name]})
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, "")
-    _randomize(model.diffusion_model, seed)
+    randomize(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=comfy.model_management.unet_offload_device())
 

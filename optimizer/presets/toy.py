@@ -4,7 +4,7 @@ Its schedules are for the "toy" family, which no ComfyUI model has: they exercis
 not the nodes.
 """
 from ..toy_backend import ToySpec
-from . import Preset
+from ecad_nodes.registry import Preset
 
 PRESETS = (
     Preset(name="toy", family="toy",
