@@ -77,9 +77,9 @@ class ComfyBackend:
         patched = apply_ecad(self.loaded.model, ScheduleChoice.of_mask("full" if full else "candidate", mask))
         settings = patched.model_options["transformer_options"][SETTINGS_KEY]
         s = self.sampling
-        negative = self._encoded("")
         images, model_seconds, decode_seconds = [], 0.0, 0.0
-        with torch.inference_mode():
+        with torch.inference_mode():  # as ComfyUI runs every node: encoding, sampling and decoding
+            negative = self._encoded("")
             for batch in by_prompt(items, self.batch_size):
                 positive = self._encoded(batch[0].prompt)
                 latent = self.loaded.empty_latent(len(batch))
@@ -117,3 +117,54 @@ class ComfyBackend:
         self._noise.clear()
         self._full_reports.clear()
         self.loaded = None
+
+
+class ComfyModels:
+    """How a preset's model is checked, identified and opened through ComfyUI (``spec.model_kind``): real weights
+    from ComfyUI's model folders, or a tiny random-weight model built from ComfyUI's classes."""
+
+    listed_by_nodes = True
+
+    def check(self, spec) -> tuple[list[str], dict]:
+        """Problems found before anything is loaded (ComfyUI, model files, sizes ComfyUI cannot sample), and what
+        was found: ``comfy_root`` and, for real weights, ``model_paths``."""
+        from dataclasses import replace
+
+        from .comfy_env import ComfyUINotFound, import_comfy
+        from .loading import MissingModelFiles, check_resolution, find_model_files
+        problems = []
+        why = check_resolution(spec.preset.family, spec.width, spec.height)
+        if why:
+            problems.append(why)
+        try:
+            root = import_comfy(spec.comfyui, cpu=True if spec.cpu else None)
+        except ComfyUINotFound as e:
+            return problems + [str(e)], {}
+        resolved = {"comfy_root": root}
+        if not spec.preset.is_tiny:
+            files = spec.preset.files
+            files = replace(files, diffusion_model=spec.diffusion_model or files.diffusion_model,
+                            text_encoders=spec.text_encoders or files.text_encoders, vae=spec.vae or files.vae)
+            try:
+                resolved["model_paths"] = find_model_files(files, root)
+            except MissingModelFiles as e:
+                problems.append(str(e))
+        return problems, resolved
+
+    def identity(self, spec) -> dict:
+        from .loading import model_identity, tiny_identity
+        return tiny_identity(spec.preset) if spec.preset.is_tiny else model_identity(spec.model_paths)
+
+    def device(self, spec) -> str:
+        import comfy.model_management
+        return str(comfy.model_management.get_torch_device())
+
+    def open(self, spec) -> ComfyBackend:
+        from .loading import build_tiny, load_real
+        loaded = build_tiny(spec.preset, spec.width, spec.height) if spec.preset.is_tiny else \
+            load_real(spec.preset, spec.model_paths, spec.width, spec.height)
+        return ComfyBackend(loaded, Sampling(spec.steps, spec.sampler, spec.scheduler, spec.cfg), spec.batch_size,
+                            spec.preset.name)
+
+
+COMFY_MODELS = ComfyModels()

@@ -180,6 +180,14 @@ def _vae_latent(model: Any, vae: Any, width: int, height: int, frames: int) -> C
 # ---------------------------------------------------------------- real weights
 
 def load_real(preset: Preset, paths: ModelPaths, width: int, height: int) -> LoadedModel:
+    """The preset's files loaded as ComfyUI's loader nodes load them: under ``torch.inference_mode()``, as ComfyUI
+    executes every node. Loaded outside it, ComfyUI v0.20's quantized (fp8) weights fail later inside ComfyUI
+    ("Cannot set version_counter for inference tensor") when sampling patches them in inference mode."""
+    with torch.inference_mode():
+        return _load_real(preset, paths, width, height)
+
+
+def _load_real(preset: Preset, paths: ModelPaths, width: int, height: int) -> LoadedModel:
     import comfy.sd
     import comfy.utils
     import folder_paths
@@ -244,11 +252,13 @@ def _decode_frames(vae: Any, samples: torch.Tensor) -> list[Image.Image]:
 
 
 def build_tiny(preset: Preset, width: int, height: int) -> LoadedModel:
+    """The tiny model, its conditioning and a tiny VAE, built under ``torch.inference_mode()`` like real weights."""
     spec = preset.tiny
-    model = _patch_model_sampling(spec.build(seed=TINY_MODEL_SEED), preset.extra)
-    probe = spec.empty_latent(height, width, 1)
-    upscale = max(1, width // probe.shape[-1])
-    vae = tiny_vae(int(probe.shape[1]), upscale)
+    with torch.inference_mode():
+        model = _patch_model_sampling(spec.build(seed=TINY_MODEL_SEED), preset.extra)
+        probe = spec.empty_latent(height, width, 1)
+        upscale = max(1, width // probe.shape[-1])
+        vae = tiny_vae(int(probe.shape[1]), upscale)
 
     def encode(prompt: str) -> list:
         return with_guidance(spec.conditioning(prompt_seed(prompt)), preset.guidance)

@@ -44,6 +44,19 @@ class RunSettings:
     mutation_bits: float
     step_move_prob: float
 
+    @classmethod
+    def of(cls, spec, model: dict[str, Any], device: str, calibration_hash: str,
+           metric_files: dict[str, Any]) -> "RunSettings":
+        """The settings of a run spec (``optimizer.spec.RunSpec``) on this model and device."""
+        return cls(preset=spec.preset.name, family=spec.preset.family, model=model, device=device, steps=spec.steps,
+                   sampler=spec.sampler, scheduler=spec.scheduler, cfg=spec.cfg, guidance=spec.guidance,
+                   width=spec.width, height=spec.height, frames=spec.frames, prompts_source=spec.prompts_source,
+                   calibration_hash=calibration_hash, num_prompts=len(spec.prompts),
+                   images_per_prompt=spec.images_per_prompt, batch_size=spec.batch_size, metric=spec.metric,
+                   metric_files=metric_files, cost=spec.cost, population=spec.population, seed=spec.seed,
+                   crossover_points=4, crossover_prob=0.9, mutation_prob=spec.mutation_prob,
+                   mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

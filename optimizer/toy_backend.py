@@ -95,3 +95,29 @@ class ToyBackend:
 
     def close(self) -> None:
         self._full_reports.clear()
+
+
+class ToyModels:
+    """How a toy preset's model is checked, identified and opened (``spec.model_kind``): built in-process on the
+    CPU, no ComfyUI, no files. Its schedules are for a family no ComfyUI model has, so nodes never list them."""
+
+    listed_by_nodes = False
+
+    def check(self, spec) -> tuple[list[str], dict]:
+        """Problems with the spec for this model (none are found by looking for files), and nothing resolved."""
+        if spec.cost == "macs-attention":
+            return ["--cost macs-attention: the toy model's cost model counts linear layers only; use --cost macs"], {}
+        return [], {}
+
+    def identity(self, spec) -> dict:
+        return {"tiny": repr(spec.preset.tiny), "weights_seed": TOY_MODEL_SEED}
+
+    def device(self, spec) -> str:
+        return "cpu"
+
+    def open(self, spec) -> ToyBackend:
+        return ToyBackend(spec.preset.tiny, spec.steps, spec.cfg, spec.sampler, spec.width, spec.batch_size,
+                          spec.preset.name)
+
+
+TOY_MODELS = ToyModels()

@@ -1,0 +1,335 @@
+"""One run's configuration: a preset plus command-line options, checked, as a frozen ``RunSpec``.
+
+The command-line options come in groups that every optimizer tool shares; each group is one function
+that adds it to a parser, so ``python -m optimizer.run`` and other tools (e.g. a quick calibration)
+offer the same options with the same meaning::
+
+    parser = argparse.ArgumentParser(prog="python -m optimizer.mytool")
+    add_preset_option(parser)
+    add_model_options(parser)
+    add_sampling_options(parser)
+    add_calibration_options(parser)
+    add_objective_options(parser)
+    add_output_options(parser)
+    spec = spec_from_args(parser.parse_args(argv), command="python -m optimizer.mytool " + shlex.join(argv))
+
+``spec_from_args`` reads only the options the parser has (the others take the preset's or the default
+value) and reports every problem it finds at once, as one ``SetupError``, before any model is loaded or
+any file written. A tool with its own default run directory or schedule file sets it with
+``parser.set_defaults(run_dir=..., out=...)``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from .comfy_env import PACK_ROOT
+from .presets import Preset, all_presets
+
+DEFAULT_FRONTIER_SIZE = 8
+COSTS = ("macs", "macs-attention", "latency")
+
+
+class SetupError(RuntimeError):
+    """Something to fix before the run can start; raised before any long work."""
+
+
+# ---------------------------------------------------------------- option groups
+
+def preset_lines() -> str:
+    """Every preset with its one-line description, for a parser's epilog."""
+    presets = all_presets()
+    width = max(len(n) for n in presets)
+    return "\n".join(f"  {name.ljust(width)}  {p.description}" for name, p in sorted(presets.items()))
+
+
+def add_preset_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="PRESET",
+                        help="the preset (listed below): model files, sampling and search settings")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("ComfyUI and model files")
+    g.add_argument("--comfyui", metavar="PATH", help="ComfyUI checkout (default: $COMFYUI_PATH, else the ComfyUI "
+                   "this pack is installed in)")
+    g.add_argument("--cpu", action="store_true", help="run on the CPU even where CUDA is available")
+    g.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads (default: 1 for tiny and toy presets, "
+                   "whose layers are too small to gain from threads that only contend for cores; else PyTorch's default)")
+    g.add_argument("--diffusion-model", metavar="FILE", help="the diffusion model: a name in models/diffusion_models "
+                   "or a path (default: the preset's)")
+    g.add_argument("--text-encoder", metavar="FILE", action="append", help="a text encoder: a name in "
+                   "models/text_encoders or a path; repeat for each file (default: the preset's)")
+    g.add_argument("--vae", metavar="FILE", help="the VAE: a name in models/vae or a path (default: the preset's)")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampling (defaults: the preset's, i.e. the ECAD paper's calibration settings)")
+    g.add_argument("--steps", type=int, help="sampling steps; the schedule is learned for exactly this count")
+    g.add_argument("--width", type=int, help="image width in pixels")
+    g.add_argument("--height", type=int, help="image height in pixels")
+    g.add_argument("--sampler", help="ComfyUI sampler name, e.g. euler, dpmpp_2m")
+    g.add_argument("--scheduler", help="ComfyUI scheduler name, e.g. simple, normal")
+    g.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = no negative prompt pass)")
+    g.add_argument("--guidance", type=float, help="distilled guidance of FLUX-like models")
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("calibration images")
+    g.add_argument("--prompts", metavar="FILE", help="prompt file: text (one per line), PartiPrompts-style .tsv "
+                   "(a 'Prompt' column) or .json (default: the pack's 100 calibration prompts)")
+    g.add_argument("--num-prompts", type=int, metavar="N", help="use the first N prompts (default: the preset's)")
+    g.add_argument("--images-per-prompt", type=int, metavar="N",
+                   help="images per prompt, each with its own seed, the same for every candidate (default: the preset's)")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="images sampled together (one prompt's seeds; default: images per prompt, at most 16)")
+    g.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="hold N prompts out of the search and, at the end, score the frontier and the FORA baselines "
+                        "on them with unseen seeds (from 1000000); 0 = off (default)")
+
+
+def add_objective_options(parser: argparse.ArgumentParser) -> None:
+    from .metrics import known_metrics
+    g = parser.add_argument_group("objectives")
+    g.add_argument("--metric", help=f"quality metric: {', '.join(known_metrics())} (see docs/metrics.md; default: the "
+                   "preset's)")
+    g.add_argument("--image-reward-weights", metavar="FILE", help="ImageReward.pt (default: models/image_reward/)")
+    g.add_argument("--image-reward-config", metavar="FILE", help="med_config.json (default: models/image_reward/)")
+    g.add_argument("--image-reward-tokenizer", metavar="DIR",
+                   help="bert-base-uncased tokenizer folder (default: models/image_reward/bert-base-uncased)")
+    g.add_argument("--cost", choices=COSTS, default="macs",
+                   help="cost objective: MACs of the linear layers (as the paper's calflops counts; default), MACs "
+                        "with the attention products, or the sampling time measured on this device (noisy; "
+                        "runs are then not exactly reproducible)")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output and runs")
+    g.add_argument("--out", metavar="FILE", help="schedule file to write (default: the pack's schedules/<preset>.json, "
+                   "which ECAD Load Schedule lists; for toy, <run-dir>/toy.json)")
+    g.add_argument("--run-dir", metavar="DIR", help="database, checkpoint and plot of the run (default: runs/<preset> "
+                   "in the pack)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the run: its initial population, pymoo's RNG, the "
+                   "held-out prompts drawn (default 0)")
+    g.add_argument("--frontier-size", type=int, default=DEFAULT_FRONTIER_SIZE, metavar="K",
+                   help=f"about K points written to the schedule file: both ends of the frontier, the best point within "
+                        f"each FORA baseline's cost (kept even beyond K), the rest spread evenly "
+                        f"(default {DEFAULT_FRONTIER_SIZE})")
+    g.add_argument("--measure-latency", type=int, default=0, metavar="REPEATS",
+                   help="time the frontier points and baselines against no caching on this device (REPEATS rounds, "
+                        "interleaved) and store the measured speedups; 0 = off (default)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (generation lines are still printed)")
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """The NSGA-II search of ``python -m optimizer.run``, and ``--resume``."""
+    g = parser.add_argument_group("search (NSGA-II)")
+    g.add_argument("--population", type=int, help="population size (default: the preset's; ECAD: 72 PixArt, 24 FLUX)")
+    g.add_argument("--generations", type=int, help="offspring generations after the initial one (default: the "
+                   "preset's); with --resume, a larger number continues a finished run")
+    g.add_argument("--mutation-prob", type=float, default=0.05,
+                   help="share of offspring mutated (pymoo BitflipMutation prob; ECAD: 0.05)")
+    g.add_argument("--mutation-bits", type=float, default=1.0,
+                   help="expected bits flipped in a mutated offspring (ECAD/pymoo default: 1)")
+    g.add_argument("--step-move-prob", type=float, default=0.25,
+                   help="share of offspring in which two neighbouring steps swap their genes: moves a computed step "
+                        "at equal cost, which bit flips cannot (not in the ECAD paper; 0 = the paper's operators only; "
+                        "default 0.25)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --run-dir (settings must match)")
+
+
+# ---------------------------------------------------------------- the spec
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run does, resolved from the preset and the options and checked before any long work."""
+
+    preset: Preset
+    command: str                              # for the provenance of written files
+    # ComfyUI and model files
+    comfyui: Optional[str] = None
+    cpu: bool = False
+    threads: Optional[int] = None
+    diffusion_model: Optional[str] = None     # overrides of the preset's files
+    text_encoders: tuple[str, ...] = ()
+    vae: Optional[str] = None
+    comfy_root: Optional[Path] = None         # found by the checks (None for the toy model)
+    model_paths: Any = None                   # loading.ModelPaths of a real preset, found by the checks
+    # sampling
+    steps: int = 0
+    width: int = 0
+    height: int = 0
+    sampler: str = ""
+    scheduler: str = ""
+    cfg: float = 1.0
+    guidance: Optional[float] = None
+    # calibration images
+    prompts_source: str = "built-in calibration prompts"
+    prompts: tuple[str, ...] = ()
+    holdout_prompts: tuple[str, ...] = ()
+    images_per_prompt: int = 1
+    batch_size: int = 1
+    # objectives
+    metric: str = "fidelity"
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    cost: str = "macs"
+    # search
+    population: int = 0
+    generations: int = 0
+    seed: int = 0
+    mutation_prob: float = 0.05
+    mutation_bits: float = 1.0
+    step_move_prob: float = 0.25
+    # output and runs
+    out: Path = Path()
+    run_dir: Path = Path()
+    resume: bool = False
+    frontier_size: int = DEFAULT_FRONTIER_SIZE
+    measure_latency: int = 0
+    progress: Optional[bool] = None           # None: a bar when the output is a terminal
+
+    @property
+    def frames(self) -> int:
+        return self.preset.frames
+
+    def calibration_items(self):
+        from .calibration import calibration_items
+        return calibration_items(self.prompts, self.images_per_prompt)
+
+    def holdout_items(self):
+        from .calibration import HOLDOUT_SEED_BASE, calibration_items
+        return calibration_items(self.holdout_prompts, self.images_per_prompt, first_seed=HOLDOUT_SEED_BASE)
+
+    def metric_kwargs(self) -> dict[str, Any]:
+        """What ``make_metric`` needs besides the name."""
+        return {"comfyui": self.comfy_root, **self.metric_options} if self.metric == "image_reward" else {}
+
+
+def writable_file_problem(path: Path, what: str) -> Optional[str]:
+    """Why ``path`` cannot be written (``what`` names the option), or None."""
+    if path.is_dir():
+        return f"{what} {path} is a directory; give a file name"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{what} {path} exists and is not writable"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{what} {path} cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{what} {path} cannot be created: {parent} is not writable"
+    return None
+
+
+def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
+    """The checked spec of the options in ``args``; a ``SetupError`` listing every problem found."""
+    presets = all_presets()
+    preset = presets.get(args.model)
+    if preset is None:
+        raise SetupError(f"unknown preset {args.model!r}; choose one of: {', '.join(sorted(presets))}")
+    option = lambda name, default=None: getattr(args, name, default)  # noqa: E731 -- groups a tool may not have
+    problems: list[str] = []
+
+    def at_least(name: str, default: int, minimum: int = 1) -> int:
+        value = option(name)
+        value = default if value is None else value
+        if value < minimum:
+            problems.append(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+        return value
+
+    def within(name: str, low: float, high: float, default: float) -> float:
+        value = option(name, default)
+        if not low <= value <= high:
+            problems.append(f"--{name.replace('_', '-')} must be in [{low:g}, {high:g}], got {value}")
+        return value
+
+    images_per_prompt = at_least("images_per_prompt", preset.images_per_prompt)
+    holdout = at_least("holdout", 0, 0)
+    seed = option("seed", 0)
+    mutation_bits = option("mutation_bits", 1.0)
+    if mutation_bits <= 0:
+        problems.append(f"--mutation-bits must be positive, got {mutation_bits}")
+    values: dict[str, Any] = dict(
+        steps=at_least("steps", preset.steps, 2), width=at_least("width", preset.width, 8),
+        height=at_least("height", preset.height, 8), sampler=option("sampler") or preset.sampler,
+        scheduler=option("scheduler") or preset.scheduler,
+        cfg=preset.cfg if option("cfg") is None else option("cfg"),
+        guidance=preset.guidance if option("guidance") is None else option("guidance"),
+        images_per_prompt=images_per_prompt, batch_size=at_least("batch_size", min(images_per_prompt, 16)),
+        population=at_least("population", preset.population, 4), generations=at_least("generations", preset.generations, 0),
+        seed=seed, mutation_prob=within("mutation_prob", 0.0, 1.0, 0.05), mutation_bits=mutation_bits,
+        step_move_prob=within("step_move_prob", 0.0, 1.0, 0.25),
+        frontier_size=at_least("frontier_size", DEFAULT_FRONTIER_SIZE), measure_latency=at_least("measure_latency", 0, 0),
+        comfyui=option("comfyui"), cpu=bool(option("cpu", False)), threads=option("threads"),
+        diffusion_model=option("diffusion_model"), text_encoders=tuple(option("text_encoder") or ()), vae=option("vae"),
+        cost=option("cost", "macs"), resume=bool(option("resume", False)),
+        progress=False if option("no_progress", False) else None)
+
+    # calibration prompts; the held-out ones are drawn from the whole file first
+    from .prompts import load_prompts, split_prompts
+    try:
+        everything = load_prompts(option("prompts"))
+        calibration, held = split_prompts(everything, holdout, seed=seed) if holdout else (everything, [])
+        wanted = option("num_prompts")
+        wanted = min(preset.prompts, len(calibration)) if wanted is None else wanted
+        if wanted < 1:
+            problems.append(f"--num-prompts must be at least 1, got {wanted}")
+        elif wanted > len(calibration):
+            problems.append(f"--num-prompts {wanted}: the prompt file has only {len(calibration)} prompts"
+                            + (f" left after holding out {holdout}" if holdout else ""))
+        values.update(prompts=tuple(calibration[:wanted]), holdout_prompts=tuple(held))
+    except ValueError as e:
+        problems.append(str(e))
+    if option("prompts"):
+        values["prompts_source"] = str(option("prompts"))
+
+    # the metric
+    from .metrics import known_metrics
+    metric = option("metric") or preset.metric
+    values["metric"] = metric
+    if metric not in known_metrics():
+        problems.append(f"unknown --metric {metric!r}; known metrics: {', '.join(known_metrics())}")
+    elif metric == "image_reward":
+        values["metric_options"] = {k: v for k, v in (("weights", option("image_reward_weights")),
+                                                      ("med_config", option("image_reward_config")),
+                                                      ("tokenizer", option("image_reward_tokenizer"))) if v}
+
+    # where the run writes
+    models = model_kind(preset)
+    run_dir = Path(option("run_dir")) if option("run_dir") else PACK_ROOT / "runs" / preset.name
+    out = Path(option("out")) if option("out") else (
+        PACK_ROOT / "schedules" / f"{preset.name}.json" if models.listed_by_nodes else run_dir / f"{preset.name}.json")
+    values.update(run_dir=run_dir, out=out)
+    for problem in (writable_file_problem(out, "--out"), writable_file_problem(run_dir / "run.sqlite", "--run-dir")):
+        if problem:
+            problems.append(problem)
+    from .run_dir import setup_problems
+    problems.extend(setup_problems(run_dir, values["resume"]))
+
+    spec = RunSpec(preset=preset, command=command, **values)
+    # the model's own checks (ComfyUI found, files there, sizes it can sample), named with everything else
+    found, resolved = models.check(spec)
+    problems.extend(found)
+    spec = replace(spec, **resolved)
+    if metric == "image_reward":
+        from .metrics import MetricUnavailable
+        from .metrics.image_reward import find_files
+        try:
+            find_files(comfyui=spec.comfy_root, **spec.metric_options)
+        except MetricUnavailable as e:
+            problems.append(str(e))
+    if problems:
+        raise SetupError("cannot start:\n  - " + "\n  - ".join(p.replace("\n", "\n    ") for p in problems))
+    return spec
+
+
+def model_kind(preset: Preset):
+    """How the preset's model is found, identified and opened: ``toy_backend.TOY_MODELS`` for the plain-PyTorch
+    toy model, else ``comfy_backend.COMFY_MODELS`` (real and tiny models through ComfyUI)."""
+    from .toy_backend import TOY_MODELS, ToySpec
+    if isinstance(preset.tiny, ToySpec):
+        return TOY_MODELS
+    from .comfy_backend import COMFY_MODELS
+    return COMFY_MODELS
