@@ -104,6 +104,15 @@ class TinyEntry:
     family: str
     model: Any                            # a TinyModel
 
+    def unavailable(self) -> Optional[str]:
+        """Why the ComfyUI in use cannot build this model (its class or config is newer than the release), or None."""
+        from .families import adapter_named
+        from .tiny import comfyui_has
+        classes = adapter_named(self.family).model_classes
+        if not any(comfyui_has(f"{module}.{name}") for module, name in classes):
+            return f"this ComfyUI has none of {', '.join(f'{m}.{c}' for m, c in classes)}"
+        return self.model.unavailable()
+
 
 @lru_cache(maxsize=None)
 def tiny_models() -> dict[str, TinyEntry]:

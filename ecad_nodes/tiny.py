@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -39,6 +39,16 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
             else:
                 values = torch.randn(tensor.shape, generator=gen) * 0.02
             tensor.copy_(values.to(tensor.dtype))
+
+
+def comfyui_has(dotted: str) -> bool:
+    """Whether ``module.attribute`` exists in the ComfyUI in use."""
+    import importlib
+    module, _, name = dotted.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
 
 
 class DetectionError(RuntimeError):
@@ -78,9 +88,14 @@ class TinyModel:
         import comfy.model_detection
         return comfy.model_detection.model_config_from_unet_config(config, state_dict)
 
+    #: Dotted names (``module.attribute``) the ComfyUI in use must have to build this model, e.g. its model config
+    #: class for a model newer than some ComfyUI releases.
+    requires: ClassVar[tuple[str, ...]] = ()
+
     def unavailable(self) -> Optional[str]:
         """Why the ComfyUI in use cannot build this model (a release older than the model), or None."""
-        return None
+        missing = next((name for name in self.requires if not comfyui_has(name)), None)
+        return None if missing is None else f"this ComfyUI has no {missing}"
 
     def meta_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: torch.empty(shape, device="meta") for k, shape in self.checkpoint().items()}

@@ -39,9 +39,77 @@ requires_reference = pytest.mark.skipif(
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "comfy: needs ComfyUI (COMFYUI_PATH)")
+    config.addinivalue_line(
+        "markers", "needs(*what): what the test needs of ComfyUI: registry tiny-model names, dotted names "
+        "(module.attribute), TinyModel instances or callables returning why not; where this ComfyUI lacks one, the test "
+        "does not apply and is deselected (a parameter that names a registry tiny model counts too)")
+
+
+def _flatten(values):
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            yield from _flatten(v)
+        else:
+            yield v
+
+
+def _lacks(what) -> str | None:
+    """Why this ComfyUI lacks ``what`` (see the ``needs`` marker), or None."""
+    from ecad_nodes.registry import tiny_models
+    from ecad_nodes.tiny import comfyui_has
+    if isinstance(what, str):
+        entry = tiny_models().get(what)
+        if entry is not None:
+            return entry.unavailable()
+        return None if comfyui_has(what) else f"this ComfyUI has no {what}"
+    if hasattr(what, "unavailable"):
+        return what.unavailable()
+    return what()
+
+
+def not_applicable(item) -> str | None:
+    """Why a test does not apply to the ComfyUI under test (a model or feature newer than the release), or None."""
+    from ecad_nodes.registry import tiny_models
+    wanted = [arg for marker in item.iter_markers("needs") for arg in marker.args]
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        wanted += [v for v in _flatten(callspec.params.values()) if isinstance(v, str) and v in tiny_models()]
+    return next((why for why in map(_lacks, wanted) if why), None)
 
 
 def pytest_collection_modifyitems(config, items):
+    if COMFYUI_ROOT is None:
+        for item in items:
+            if item.get_closest_marker("comfy"):
+                item.add_marker(pytest.mark.skip(reason=COMFY_SKIP_REASON))
+        return
+    kept, dropped, reasons = [], [], {}
     for item in items:
-        if item.get_closest_marker("comfy") and COMFYUI_ROOT is None:
-            item.add_marker(pytest.mark.skip(reason=COMFY_SKIP_REASON))
+        why = not_applicable(item)
+        if why:
+            dropped.append(item)
+            reasons[why] = reasons.get(why, 0) + 1
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    config.stash[_NOT_APPLICABLE] = reasons
+
+
+_NOT_APPLICABLE = pytest.StashKey[dict]()
+
+
+def pytest_report_header(config):
+    if COMFYUI_ROOT is None:
+        return "ComfyUI: none (its tests skip)"
+    from ecad_nodes.families.mirror import comfyui_version
+    return f"ComfyUI: {comfyui_version()} at {COMFYUI_ROOT}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    reasons = config.stash.get(_NOT_APPLICABLE, {})
+    if reasons:
+        terminalreporter.section("not applicable to this ComfyUI (deselected)")
+        for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{count:4d}  {why}")

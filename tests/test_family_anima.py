@@ -11,14 +11,13 @@ from ecad_nodes.heuristics import NO_CACHING
 from family_checks import apply, assert_all_compute_is_identical, assert_runs_as_planned
 from support import last_report, sample
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.needs("anima")]
 
 SIZE = 64  # 8×8 latent, 16 image tokens
 
 
 @pytest.fixture(scope="module")
 def anima():
-    pytest.importorskip("comfy.ldm.anima.model", reason="this ComfyUI has no Anima")
     from ecad_nodes.families.anima import TinyAnima
     spec = TinyAnima()
     return spec, spec.build(seed=0)

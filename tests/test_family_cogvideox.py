@@ -14,14 +14,13 @@ from ecad_nodes.choice import ScheduleChoice
 from family_checks import FORA2, apply, layout_of
 from support import last_report, sample
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.needs("cogvideox")]
 
 SIZE = 64  # 8×8 latent per frame, 2 latent frames, 32 video tokens
 
 
 @pytest.fixture(scope="module")
 def cogvideox():
-    pytest.importorskip("comfy.ldm.cogvideo.model", reason="this ComfyUI has no CogVideoX")
     from ecad_nodes.families.cogvideox import TinyCogVideoX
     spec = TinyCogVideoX()
     return spec, spec.build(seed=0)

@@ -9,7 +9,7 @@ import torch
 
 from family_checks import assert_all_compute_is_identical, assert_runs_as_planned
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.needs("kandinsky5")]
 
 SIZE = 64               # an 8×8 latent per frame, 2 latent frames, 32 image tokens
 
@@ -18,8 +18,6 @@ SIZE = 64               # an 8×8 latent per frame, 2 latent frames, 32 image to
 def kandinsky5():
     from ecad_nodes.families.kandinsky5 import TinyKandinsky5
     spec = TinyKandinsky5()
-    if spec.unavailable():
-        pytest.skip(spec.unavailable())
     return spec, spec.build(seed=0)
 
 

@@ -35,12 +35,10 @@ def ltxv():
 def ltx2():
     from ecad_nodes.families.ltxv import TinyLTX2
     spec = TinyLTX2()
-    if spec.unavailable():
-        pytest.skip(spec.unavailable())
     return spec, spec.build(seed=0)
 
 
-@pytest.fixture(params=["ltxv", "ltx2"])
+@pytest.fixture(params=["ltxv", pytest.param("ltx2", marks=pytest.mark.needs("ltx-2"))])
 def model(request):
     return request.getfixturevalue(request.param)
 
@@ -170,6 +168,7 @@ def with_identity_guidance(patcher: Any, scale: float = 3.0) -> Any:
     return guided_model
 
 
+@pytest.mark.needs("ltx-2")
 def test_reference_audio_identity_guidance_keeps_its_own_caches(ltx2):
     """The prediction without reference audio has fewer audio tokens than the prompt's own under the same uuid: it is
     a stream of its own (three in all, each called once per step), so caching neither mixes the two nor fails on
@@ -189,6 +188,7 @@ def test_reference_audio_identity_guidance_keeps_its_own_caches(ltx2):
     assert_ran_as_planned(report, choice.point.mask.bits, streams=3, evaluations_per_step=np.ones(6, dtype=np.int64))
 
 
+@pytest.mark.needs("ltx-2")
 def test_reference_audio_flops_follow_the_cost_model(ltx2):
     """The reference tokens run through the audio stream, at timestep 0, so the audio adaLN runs per token."""
     spec, patcher = ltx2
@@ -231,7 +231,5 @@ def test_comfyui_configures_each_tiny_model_as_its_variant(name, variant):
     from ecad_nodes.families import adapter_for
     from ecad_nodes.registry import tiny_models
     spec = tiny_models()[name].model
-    if spec.unavailable():
-        pytest.skip(spec.unavailable())
     model = spec.meta_model()
     assert adapter_for(model).variant(model) == variant

@@ -21,12 +21,9 @@ _BUILT: dict[str, tuple] = {}
 
 
 def tiny(name: str) -> tuple:
-    """(spec, model) of a registry tiny model, built once; skipped where this ComfyUI lacks the model."""
+    """(spec, model) of a registry tiny model, built once (tests name the models they need: ``needs``)."""
     if name not in _BUILT:
         spec = tiny_models()[name].model
-        why = spec.unavailable()
-        if why:
-            pytest.skip(why)
         _BUILT[name] = spec, spec.build(seed=0)
     return _BUILT[name]
 
@@ -75,6 +72,7 @@ def with_reference_latent(spec, seed: int, tokens=None) -> list:
     return cond
 
 
+@pytest.mark.needs("z-image")
 def test_z_image_with_a_reference_latent_caches_exactly_and_never_writes_into_the_cache(monkeypatch):
     from ecad_nodes.families.lumina import _padded
     spec, model = tiny("z-image")
@@ -94,14 +92,21 @@ def test_z_image_with_a_reference_latent_caches_exactly_and_never_writes_into_th
     assert_cached_outputs_stay_untouched(model, spec, monkeypatch, **kwargs)
 
 
+def _no_siglip_refiner():
+    import inspect
+    from comfy.ldm.lumina.model import NextDiT
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        return "this ComfyUI's NextDiT has no SigLIP refiner"
+    return None
+
+
+@pytest.mark.needs("z-image", _no_siglip_refiner)
 def test_z_image_omni_with_a_siglip_refiner_is_refused_by_name():
     import inspect
 
     import comfy.ops
     from comfy.ldm.lumina.model import NextDiT
     from ecad_nodes.families import UnsupportedModelError, adapter_named
-    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
-        pytest.skip("this ComfyUI's NextDiT has no SigLIP refiner")
     zimage = tiny_models()["z-image"].model
     dm = NextDiT(dim=zimage.hidden, n_heads=zimage.heads, n_kv_heads=zimage.kv_heads, axes_dims=list(zimage.axes_dims),
                  n_layers=1, cap_feat_dim=zimage.caption_dim, z_image_modulation=True, pad_tokens_multiple=32,

@@ -384,17 +384,6 @@ def flux_block_keys(hidden: int, heads: int, depth: int, depth_single: int,
     return keys
 
 
-def _flux_params_have(field_name: str) -> bool:
-    import dataclasses
-    from comfy.ldm.flux.model import FluxParams
-    return field_name in {f.name for f in dataclasses.fields(FluxParams)}
-
-
-def _model_config_missing(name: str, model: str) -> Optional[str]:
-    import comfy.supported_models
-    if hasattr(comfy.supported_models, name):
-        return None
-    return f"this ComfyUI has no {model} (comfy.supported_models.{name})"
 
 
 @dataclass(frozen=True)
@@ -466,8 +455,7 @@ class TinyFlux2(TinyModel):
     compression = 16
     test_size = 128                      # an 8×8 latent
 
-    def unavailable(self) -> Optional[str]:
-        return _model_config_missing("Flux2", "FLUX.2")
+    requires = ("comfy.supported_models.Flux2",)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         h = self.hidden
@@ -506,8 +494,7 @@ class TinyOvisImage(TinyModel):
     axes_dim: tuple[int, ...] = (8, 12, 12)
     latent_channels = 16
 
-    def unavailable(self) -> Optional[str]:
-        return None if _flux_params_have("yak_mlp") else "this ComfyUI's Flux has no yak MLPs (Ovis-Image)"
+    requires = ("comfy.ldm.flux.layers.YakMLP",)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         h, mlp = self.hidden, int(self.hidden * self.mlp_ratio)
@@ -544,8 +531,7 @@ class TinyLongCatImage(TinyModel):
     axes_dim: tuple[int, ...] = (8, 12, 12)
     latent_channels = 16
 
-    def unavailable(self) -> Optional[str]:
-        return _model_config_missing("LongCatImage", "LongCat-Image")
+    requires = ("comfy.supported_models.LongCatImage",)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         h = self.hidden

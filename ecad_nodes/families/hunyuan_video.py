@@ -16,10 +16,9 @@ all of them run through the blocks as text tokens, and the cost model counts the
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -166,12 +165,6 @@ class TinyHunyuanImage21(TinyHunyuanVideo):
         return TinyModel.empty_latent(self, height, width, batch)
 
 
-def _comfy_has(module: str, name: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
-
 
 @dataclass(frozen=True)
 class TinyHunyuanVideo15(TinyHunyuanVideo):
@@ -201,10 +194,7 @@ class TinyHunyuanVideo15(TinyHunyuanVideo):
             keys["time_r_in.in_layer.weight"] = (h, 256)
         return keys
 
-    def unavailable(self) -> Optional[str]:
-        if not _comfy_has("comfy.supported_models", "HunyuanVideo15"):
-            return "this ComfyUI has no HunyuanVideo 1.5 (no HunyuanVideo15 model config)"
-        return None
+    requires = ("comfy.supported_models.HunyuanVideo15",)
 
     def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
         """Qwen2.5-VL states of the prompt (no pooled text, no guidance: 1.5 runs real CFG)."""

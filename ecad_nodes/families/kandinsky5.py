@@ -17,7 +17,6 @@ Image-to-video (``time_dim_replace``) writes the start frame into the model's in
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -102,12 +101,6 @@ class Kandinsky5Adapter(FamilyAdapter):
 ADAPTERS = (Kandinsky5Adapter(),)
 
 
-def _comfy_has(module: str, name: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
-
 
 # ------------------------------------------------------------------ tiny models and presets
 
@@ -149,10 +142,7 @@ class TinyKandinsky5(TinyModel):
     def overrides(self) -> dict[str, Any]:
         return {"in_text_dim": self.text_dim}
 
-    def unavailable(self) -> Optional[str]:
-        if not _comfy_has("comfy.ldm.kandinsky5.model", "Kandinsky5"):
-            return "this ComfyUI has no Kandinsky 5 (comfy.ldm.kandinsky5)"
-        return None
+    requires = ("comfy.ldm.kandinsky5.model.Kandinsky5",)
 
     def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
         gen = torch.Generator().manual_seed(seed)

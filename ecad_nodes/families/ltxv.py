@@ -30,7 +30,6 @@ is an argument of ``attn1``, computed by the model at every step.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -207,12 +206,6 @@ class LTXVAdapter(FamilyAdapter):
 ADAPTERS = (LTXVAdapter(),)
 
 
-def _comfy_has(module: str, name: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
-
 
 # ------------------------------------------------------------------ tiny models and presets
 
@@ -307,10 +300,7 @@ class TinyLTX2(TinyLTXV):
             config.update(connector_num_attention_heads=1, connector_attention_head_dim=self.text_dim)
         return config
 
-    def unavailable(self) -> Optional[str]:
-        if not _comfy_has("comfy.supported_models", "LTXAV"):
-            return "this ComfyUI has no LTX-2 (no LTXAV model config)"
-        return None
+    requires = ("comfy.supported_models.LTXAV",)
 
     def conditioning(self, seed: int, tokens: Optional[int] = None) -> list:
         gen = torch.Generator().manual_seed(seed)

@@ -120,10 +120,6 @@ def lumina_layout(context_refiners: int, noise_refiners: int, depth: int) -> Lay
 # ------------------------------------------------------------------ tiny models, presets, benchmark models
 
 
-def _comfy_has(module: str, name: str) -> bool:
-    import importlib
-    return hasattr(importlib.import_module(module), name)
-
 
 @dataclass(frozen=True)
 class TinyLumina2(TinyModel):
@@ -214,10 +210,7 @@ class TinyZImage(TinyLumina2):
         matched = comfy.model_detection.model_config_from_unet_config(released, state_dict)
         return None if matched is None else type(matched)(config)
 
-    def unavailable(self) -> Optional[str]:
-        if not _comfy_has("comfy.supported_models", "ZImage"):
-            return "this ComfyUI has no Z-Image (no ZImage model config)"
-        return None
+    requires = ("comfy.supported_models.ZImage",)
 
 
 @dataclass(frozen=True)
@@ -241,10 +234,7 @@ class TinyZImagePixel(TinyZImage):
             keys[f"dec_net.res_blocks.{i}.mlp.0.weight"] = (self.decoder_hidden, self.decoder_hidden)
         return keys
 
-    def unavailable(self) -> Optional[str]:
-        if not _comfy_has("comfy.supported_models", "ZImagePixelSpace"):
-            return "this ComfyUI has no pixel-space Z-Image (ZImagePixelSpace)"
-        return None
+    requires = ("comfy.supported_models.ZImagePixelSpace",)
 
 
 _LUMINA_SHIFT = {"model_sampling": "AuraFlow"}

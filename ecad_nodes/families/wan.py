@@ -177,7 +177,7 @@ class TinyWan(TinyModel):
     latent_channels = 16
 
     #: ``(module, class)`` this tiny model stands for when a ComfyUI release may lack it (None: every release has it)
-    requires: Optional[tuple[str, str]] = None
+    requires: tuple[str, ...] = ()          # the model class, where not every ComfyUI release has it
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         d = self.dim
@@ -189,18 +189,6 @@ class TinyWan(TinyModel):
 
     def overrides(self) -> dict[str, Any]:
         return {"text_dim": self.text_dim}
-
-    def unavailable(self) -> Optional[str]:
-        """Why this ComfyUI cannot build the model class this tiny model stands for; None when it can."""
-        if self.requires is None:
-            return None
-        import importlib
-        module, name = self.requires
-        try:
-            found = hasattr(importlib.import_module(module), name)
-        except ImportError:
-            found = False
-        return None if found else f"this ComfyUI has no {module}.{name}"
 
     def has_clip_image_branch(self) -> bool:
         return "img_emb.proj.0.bias" in self.checkpoint()
@@ -323,7 +311,7 @@ class TinyWanScail(TinyWan):
     """SCAIL (ComfyUI v0.20+): pose latents as extra tokens (only with a pose video), CLIP-image branch."""
 
     in_dim: int = 20                 # 16 latent + 4 mask channels
-    requires: Optional[tuple[str, str]] = ("comfy.ldm.wan.model", "SCAILWanModel")
+    requires: tuple[str, ...] = ("comfy.ldm.wan.model.SCAILWanModel",)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         return {**super().checkpoint(), **_clip_image_branch(self.dim),
@@ -335,7 +323,7 @@ class TinyWanDancer(TinyWan):
     """WanDancer (ComfyUI v0.20+): a music encoder and injectors (only with music), CLIP-image branch."""
 
     in_dim: int = 36
-    requires: Optional[tuple[str, str]] = ("comfy.ldm.wan.model_wandancer", "WanDancerModel")
+    requires: tuple[str, ...] = ("comfy.ldm.wan.model_wandancer.WanDancerModel",)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         return {**super().checkpoint(), **_clip_image_branch(self.dim),
@@ -346,7 +334,7 @@ class TinyWanDancer(TinyWan):
 class TinyCausalWan(TinyWan):
     """Causal Forcing Wan (ComfyUI v0.20+): Wan 2.1's weights; its checkpoint's metadata selects the causal class."""
 
-    requires: Optional[tuple[str, str]] = ("comfy.ldm.wan.ar_model", "CausalWanModel")
+    requires: tuple[str, ...] = ("comfy.ldm.wan.ar_model.CausalWanModel",)
 
     def overrides(self) -> dict[str, Any]:
         # Detection reads ``causal_ar`` from the checkpoint's metadata ("config" → "transformer"), which a
