@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from .choice import ScheduleChoice
 from .families import adapter_for, adapter_named
-from .runtime import CacheRuntime, CallShape, RunReport
+from .runtime import CacheRuntime, CallShape, RunReport, new_runtime
 from .schedule import Layout
 
 log = logging.getLogger("ComfyUI-ECAD")
@@ -90,9 +90,9 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     resolved = settings.choice.resolve(settings.layout, steps)
     if resolved.note:
         log.warning("ECAD: %s", resolved.note)
-    runtime = CacheRuntime(resolved.mask, sample_sigmas=sigmas.tolist(),
-                           schedule_step_of=resolved.schedule_step_of, schedule_steps=resolved.schedule_steps,
-                           consumers=adapter_named(settings.family).consumers(settings.layout))
+    runtime = new_runtime(resolved.mask, sample_sigmas=sigmas.tolist(),
+                          schedule_step_of=resolved.schedule_step_of, schedule_steps=resolved.schedule_steps,
+                          consumers=adapter_named(settings.family).consumers(settings.layout))
     original_options = guider.model_options
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
     guider.model_options["transformer_options"][RUNTIME_KEY] = runtime

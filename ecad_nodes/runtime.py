@@ -384,3 +384,27 @@ class CacheRuntime:
         report = self.report()
         self.reset_caches()
         return report
+
+
+# ------------------------------------------------------------ which runtime a sampling run gets
+
+RuntimeFactory = Callable[..., CacheRuntime]
+_FACTORY: contextvars.ContextVar[Optional[RuntimeFactory]] = contextvars.ContextVar("ecad_runtime_factory", default=None)
+
+
+@contextlib.contextmanager
+def runtimes_from(factory: RuntimeFactory) -> Iterator[None]:
+    """Sampling runs started on this thread inside the block get their runtime from ``factory`` (called as
+    ``CacheRuntime`` is) instead of a plain ``CacheRuntime``: how quick calibration records an uncached run
+    through the same patching, hooks and mirrors as every cached run (``ecad_nodes.calibration``)."""
+    token = _FACTORY.set(factory)
+    try:
+        yield
+    finally:
+        _FACTORY.reset(token)
+
+
+def new_runtime(mask: Mask, **kwargs: Any) -> CacheRuntime:
+    """The runtime of one sampling run: a ``CacheRuntime``, or what ``runtimes_from`` installed."""
+    factory = _FACTORY.get()
+    return (factory or CacheRuntime)(mask, **kwargs)

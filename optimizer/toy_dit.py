@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecad_nodes.costs import CostTable, linear_macs
-from ecad_nodes.runtime import CacheRuntime, CallShape, active_runtime
+from ecad_nodes.runtime import CacheRuntime, CallShape, active_runtime, new_runtime
 from ecad_nodes.schedule import BlockGroup, Layout, Mask
 
 COMPONENTS = ("self_attn", "cross_attn", "mlp")
@@ -125,7 +125,7 @@ def sample(model: ToyDiT, noise: torch.Tensor, cond: torch.Tensor, uncond: Optio
     pressure or when their shapes differ); ``sampler`` is "euler" or "heun" (two evaluations a step).
     """
     sigmas = flow_sigmas(steps)
-    runtime = CacheRuntime(mask, sample_sigmas=sigmas.tolist()) if mask is not None else None
+    runtime = new_runtime(mask, sample_sigmas=sigmas.tolist()) if mask is not None else None
     if runtime is not None:
         runtime.costs = model.costs(noise.shape[-1] * noise.shape[-2], cond.shape[1])
     use_cfg = uncond is not None and cfg != 1.0
