@@ -43,6 +43,17 @@ class ImageCost:
     def full_macs(self, steps: int) -> float:
         return self.macs(Mask.full(self.table.layout, steps))
 
+    def to_json(self) -> dict:
+        """Exact (floats as JSON numbers round-trip): a run directory keeps the cost model with its references."""
+        return {"per_bit": [float(v) for v in self.table.per_bit], "per_step_constant": float(self.table.per_step_constant),
+                "evaluations": [int(v) for v in self.evaluations], "streams": int(self.streams),
+                "convention": self.convention}
+
+    @classmethod
+    def from_json(cls, layout: Layout, data: dict) -> "ImageCost":
+        table = CostTable(layout, np.asarray(data["per_bit"], dtype=np.float64), float(data["per_step_constant"]))
+        return cls(table, np.asarray(data["evaluations"], dtype=np.int64), int(data["streams"]), data["convention"])
+
 
 class Backend(Protocol):
     family: str

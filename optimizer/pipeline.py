@@ -1,10 +1,15 @@
 """One optimizer run, stage by stage: search → baselines → frontier → measure → write.
 
 ``run(spec)`` takes a checked ``RunSpec`` (``optimizer/spec.py``) and does everything the run's command line
-asked: opens the run directory (refusing one that does not fit), opens the model through its backend,
-searches, measures the FORA baselines, picks the frontier points, measures what was asked for (latency,
-held-out quality) and writes the schedule file and the plot. The stages are plain functions so that
+asked: opens the run directory (refusing one that does not fit), opens the model through its backend (every
+render counted, and capped by ``--budget-images``: ``optimizer/budget.py``), renders or reloads the uncached
+references, searches, measures the FORA baselines, picks the frontier points, measures what was asked for
+(latency, held-out quality) and writes the schedule file and the plot. The stages are plain functions so that
 other tools can reuse the later ones on candidates of their own.
+
+Extra seeds for the first generation (``run(spec, extra_seeds=...)``): a list of ``seeding.Seed``, or a function
+of the open backend returning one (e.g. schedules from a quick calibration). They are computed once per run
+directory and stored in it, so a resumed run starts from the same ones without rendering anything again.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from .spec import RunSpec, SetupError, model_kind
 
@@ -31,6 +36,10 @@ class Outcome:
     plot: Path
     points: list                    # report.ResultPoint, slowest last
     baselines: list
+    images: int                     # every image the run rendered (provenance.search.images)
+
+
+ExtraSeeds = Union[Sequence, Callable[[Any], Sequence]]   # seeding.Seed, or a function of the backend giving them
 
 
 # ---------------------------------------------------------------- small helpers
@@ -79,8 +88,10 @@ def metric_files(spec: RunSpec) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the run
 
-def run(spec: RunSpec, say: Callable[[str], None] = print) -> Outcome:
-    """The whole run of ``spec``; ``SetupError``/``DamagedRun`` for what the user must fix."""
+def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSeeds = (),
+        extra_seeds_id: Optional[str] = None) -> Outcome:
+    """The whole run of ``spec``; ``SetupError``/``DamagedRun`` for what the user must fix. ``extra_seeds_id``: what
+    identifies the extra seeds in the run's settings (resuming with others is refused)."""
     from .calibration import items_hash
     from .run_dir import check_resume, open_run
     from .settings import RunSettings, differences
@@ -90,7 +101,8 @@ def run(spec: RunSpec, say: Callable[[str], None] = print) -> Outcome:
     models = model_kind(spec.preset)
     identity = models.identity(spec)
     set_threads(spec)
-    settings = RunSettings.of(spec, identity, device_label(spec), calibration_hash, metric_files(spec))
+    settings = RunSettings.of(spec, identity, device_label(spec), calibration_hash, metric_files(spec),
+                              extra_seeds_id or (short_hash(_seed_list(extra_seeds)) if _seed_list(extra_seeds) else None))
 
     # run.sqlite and checkpoint.pkl checked against each other (optimizer/run_dir.py) before anything is written
     db, checkpoint = open_run(spec.run_dir, settings.fingerprint(), short_hash(identity), calibration_hash)
@@ -105,12 +117,17 @@ def run(spec: RunSpec, say: Callable[[str], None] = print) -> Outcome:
         if stored is None:
             db.set_meta("settings", settings.to_json())
             db.set_meta("created", now())
-        return _run_with_database(spec, settings, items, db, say)
+        return _run_with_database(spec, settings, items, db, say, extra_seeds)
     finally:
         db.close()
 
 
-def _run_with_database(spec: RunSpec, settings, items, db, say) -> Outcome:
+def _seed_list(extra_seeds: ExtraSeeds) -> list:
+    return [] if callable(extra_seeds) else list(extra_seeds)
+
+
+def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: ExtraSeeds) -> Outcome:
+    from .budget import ImageLedger, MeteredBackend, final_measurement_images
     from .evaluate import Evaluator
     from .genome import GenomeCodec
     from .metrics import MetricUnavailable, make_metric
@@ -120,27 +137,45 @@ def _run_with_database(spec: RunSpec, settings, items, db, say) -> Outcome:
         f"{spec.steps} steps at {spec.width}×{spec.height}, metric {spec.metric}, cost {spec.cost}")
     say(f"run directory: {spec.run_dir}   schedule file: {spec.out}")
     started = time.perf_counter()
-    backend = model_kind(spec.preset).open(spec)
+    # the measurements after the search may render this many: the search leaves them room in the budget
+    n_baselines = sum(1 for every in BASELINE_EVERY if every < spec.steps)
+    reserve = final_measurement_images(len(items), len(spec.holdout_prompts) * spec.images_per_prompt,
+                                       spec.measure_latency, spec.frontier_size, n_baselines, LATENCY_IMAGES)
+    ledger = ImageLedger(None if spec.budget_images is None else spec.budget_images - reserve, used=db.images())
+    if spec.budget_images is not None:
+        say(f"image budget: {spec.budget_images} ({ledger.used} rendered before, {reserve} kept for the "
+            "measurements after the search)")
+    model = model_kind(spec.preset).open(spec)
+    backend = MeteredBackend(model, ledger)
     try:
         try:
             metric = make_metric(spec.metric, **spec.metric_kwargs())
         except MetricUnavailable as e:
             raise SetupError(str(e)) from None
         say(backend.describe())
-        evaluator = Evaluator(backend, metric, items, spec.cost)
-        full = evaluator.prepare()
-        say(f"no caching: {metric.short_name} {full.quality:.3f}, {evaluator.full_macs / 1e9:.4g} GMACs/image "
-            f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; set-up took "
-            f"{time.perf_counter() - started:.1f} s")
         codec = GenomeCodec(backend.layout, spec.steps)
+        seeds = seed_stage(spec, codec, backend, db, extra_seeds)
+        evaluator = Evaluator(backend, metric, items, spec.cost, paired=spec.paired)
+        stored = db.references(backend.layout)
+        full = evaluator.prepare(stored)
+        if stored is None:
+            db.put_references(evaluator.references_record())
+        say(f"no caching: {metric.short_name} {full.quality:.3f}, {evaluator.full_macs / 1e9:.4g} GMACs/image "
+            f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; "
+            + ("references from the run directory" if stored else f"set-up took {time.perf_counter() - started:.1f} s"))
 
-        search, result = search_stage(spec, settings, codec, evaluator, db, metric.short_name, say)
-        baselines = baseline_stage(spec, codec, backend.layout, search)
+        search, result = search_stage(spec, settings, codec, evaluator, db, metric.short_name, say, ledger, seeds)
+        ledger.limit = spec.budget_images  # the measurements may use what the search left them
+        baselines = baseline_stage(spec, codec, backend.layout, search, say)
         evaluations = db.all()
         points = frontier_stage(evaluations, baselines, codec, spec.frontier_size)
+        before = ledger.used
         provenance_extra = measure_stage(spec, backend, metric, items, points, baselines)
+        db.add_measured_images(ledger.used - before)
+        db.sync()
+        images = db.images()
         provenance = provenance_of(spec, settings, evaluator, items, result.completed - 1, len(evaluations),
-                                   provenance_extra)
+                                   images, provenance_extra)
         png = write_stage(spec, backend, evaluator, metric, points, baselines, provenance, evaluations,
                           result.completed - 1)
 
@@ -153,50 +188,95 @@ def _run_with_database(spec: RunSpec, settings, items, db, say) -> Outcome:
                 f"decoding {100 * result.timings.decode / result.wall_seconds:.1f}%, "
                 f"scoring {100 * result.timings.metric / result.wall_seconds:.1f}%, "
                 f"optimizer {100 * overhead / result.wall_seconds:.1f}%")
-        say(f"\nwrote {spec.out} ({len(points)} points; {where_listed(spec.out)}) and {png}")
-        return Outcome(spec.out, png, points, baselines)
+        say(f"\n{images} images rendered in all" + (f" of a budget of {spec.budget_images}" if spec.budget_images else "")
+            + (" (the budget ended the search early)" if result.budget_spent else ""))
+        say(f"wrote {spec.out} ({len(points)} points; {where_listed(spec.out)}) and {png}")
+        return Outcome(spec.out, png, points, baselines, images)
     finally:
-        backend.close()
-        del backend
+        model.close()
+        del backend, model
         gc.collect()
 
 
 # ---------------------------------------------------------------- stages
 
-def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: str, say):
-    """NSGA-II until ``spec.generations`` offspring generations are done (resuming from the checkpoint)."""
-    from .search import Progress, Search, SearchConfig
+def seed_stage(spec: RunSpec, codec, backend, db, extra_seeds: ExtraSeeds) -> list:
+    """The extra seeds of the first generation: ``--warm-start``'s and the caller's, made once per run directory and
+    kept there (``run`` key ``extra_seeds``), so a resumed run needs neither the file's contents nor renders."""
+    from .genome import pack, unpack
+    from .seeding import Seed
+    stored = db.get_meta("extra_seeds")
+    if stored is not None:
+        return [Seed(origin, unpack(bytes.fromhex(bits), codec.n_var)) for origin, bits in stored]
+    seeds = []
+    if spec.warm_start:
+        from . import warm_start
+        seeds += warm_start.seeds(spec.warm_start, codec)
+    seeds += list(extra_seeds(backend) if callable(extra_seeds) else extra_seeds)
+    db.set_meta("extra_seeds", [[s.origin, pack(s.genome).hex()] for s in seeds])
+    return seeds
+
+
+def baseline_genomes(spec: RunSpec, codec, layout) -> dict[str, Any]:
+    """FORA-N for each N of ``BASELINE_EVERY`` below the step count, as genomes by name."""
+    from ecad_nodes.heuristics import fora_bits
+    genomes = {}
+    for every in BASELINE_EVERY:
+        if every < spec.steps:
+            bits = fora_bits(layout, spec.steps, every)
+            bits[0] = True
+            genomes[f"FORA-{every}"] = codec.genome(codec.mask(bits[1:].reshape(-1)))
+    return genomes
+
+
+def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: str, say, ledger=None, seeds=()):
+    """NSGA-II until ``spec.generations`` offspring generations are done (resuming from the checkpoint) or the image
+    budget is spent."""
+    from .progress import Progress
+    from .racing import RacingConfig
+    from .search import Search, SearchConfig
+    from .surrogate import SurrogateConfig
     config = SearchConfig(spec.population, spec.seed, mutation_prob=spec.mutation_prob,
-                          mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob)
-    search = Search(codec, evaluator, db, spec.run_dir, config, settings.fingerprint(), metric_short=metric_short)
+                          mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob,
+                          racing=RacingConfig(spec.race_images, spec.race_margin) if settings.racing else None,
+                          surrogate=SurrogateConfig(pool=spec.surrogate_pool, evaluate=spec.surrogate_evaluations,
+                                                    min_tau=spec.surrogate_min_tau) if spec.surrogate else None)
+    search = Search(codec, evaluator, db, spec.run_dir, config, settings.fingerprint(), metric_short=metric_short,
+                    ledger=ledger, extra_seeds=seeds,
+                    full_fidelity=list(baseline_genomes(spec, codec, evaluator.backend.layout).values()))
     done = search.completed_generations()
     if done:
         say(f"resuming after generation {done - 1} ({db.count()} evaluations in the database)")
-    offspring_generations = max(0, spec.generations - max(0, done - 1))
-    total = (0 if done else len(search.seed_origins)) + offspring_generations * spec.population
-    search.progress = Progress(total=total, enabled=spec.progress, write=say)
+    images = len(evaluator.items)
+    per_generation = (config.surrogate.evaluate if config.surrogate else spec.population) * images
+    planned = ((0 if done else len(search.seeds)) * images
+               + max(0, spec.generations - max(0, done - 1)) * per_generation)
+    used = search.ledger.used
+    total = used + planned if search.ledger.limit is None else min(search.ledger.limit, used + planned)
+    search.progress = Progress(total=total, done=used, enabled=spec.progress, write=say)
+    search.ledger.listeners.append(search.progress.images)
     try:
         result = search.run(spec.generations)
     finally:
         search.progress.close()
+        search.ledger.listeners.remove(search.progress.images)
     db.set_meta("generations_completed", result.completed)
     return search, result
 
 
-def baseline_stage(spec: RunSpec, codec, layout, search) -> list:
-    """FORA-N, measured as the candidates were (mostly found in the database: they seed the population)."""
-    from ecad_nodes.heuristics import fora_bits
-
+def baseline_stage(spec: RunSpec, codec, layout, search, say: Callable[[str], None] = print) -> list:
+    """FORA-N, measured on every image as the candidates were (found in the database: they lead the first
+    generation). One the budget cannot pay for is left out."""
+    from .budget import BudgetExhausted
     from .report import ResultPoint
     baselines = []
-    for every in BASELINE_EVERY:
-        if every >= spec.steps:
+    for name, genome in baseline_genomes(spec, codec, layout).items():
+        try:
+            ev = search.evaluate(genome, name, -1)
+        except BudgetExhausted as e:
+            say(f"{name} is not among the baselines: {e}")
             continue
-        bits = fora_bits(layout, spec.steps, every)
-        bits[0] = True
-        genome = codec.genome(codec.mask(bits[1:].reshape(-1)))
-        ev = search.evaluate(genome, f"FORA-{every}", -1)
-        baselines.append(ResultPoint(f"FORA-{every}", codec.mask(genome), ev.quality, ev.macs, ev.cost))
+        baselines.append(ResultPoint(name, codec.mask(genome), ev.quality, ev.macs, ev.cost))
     return baselines
 
 
@@ -237,7 +317,7 @@ def measure_stage(spec: RunSpec, backend, metric, items, points, baselines) -> d
                         "seeds": seed_range(held), "prompts_hash": items_hash(held)}}
 
 
-def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: int, evaluations: int,
+def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: int, evaluations: int, images: int,
                   extra: dict[str, Any]) -> dict[str, Any]:
     from .calibration import seed_range
     from .settings import TOOL_VERSION
@@ -254,7 +334,11 @@ def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: in
                    "crossover": "4-point, p=0.9",
                    "mutation": f"bit-flip, p={spec.mutation_prob}, {spec.mutation_bits:g} bit(s); neighbouring steps "
                                f"swapped, p={spec.step_move_prob}",
-                   "generations_run": generations_run, "evaluations": evaluations},
+                   "generations_run": generations_run, "evaluations": evaluations, "images": images,
+                   "budget_images": spec.budget_images, "paired_scoring": spec.paired,
+                   "racing": settings.racing, "surrogate": settings.surrogate,
+                   **({"warm_start": settings.warm_start} if settings.warm_start else {}),
+                   **({"extra_seeds": settings.extra_seeds} if settings.extra_seeds else {})},
         **extra,
     }
 

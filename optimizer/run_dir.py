@@ -25,7 +25,7 @@ from .database import DamagedRun, RunDatabase
 
 DATABASE_NAME = "run.sqlite"
 CHECKPOINT_NAME = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 _MAGIC = b"ECAD optimizer checkpoint %d\n" % CHECKPOINT_FORMAT
 _DIGEST_BYTES = 64  # sha256, hex
 SIDE_FILES = ("run.sqlite-wal", "run.sqlite-shm")  # SQLite's write-ahead log and its index

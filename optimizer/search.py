@@ -1,37 +1,49 @@
-"""NSGA-II over schedule genomes (pymoo, ask/tell), with a database and checkpoints that survive being killed.
+"""NSGA-II over schedule genomes (pymoo, ask/tell), with a database and checkpoints that survive being killed, and
+three ways to spend fewer images on the same frontier: racing, a surrogate, and an image budget.
 
-Each generation: ``ask`` the algorithm for candidates, take each one's objectives from the database
-or evaluate it (and commit it at once), ``tell`` the results, copy the database's log into its file,
-then write the algorithm — population, RNG state and all — to ``checkpoint.pkl`` atomically, with
-what the database holds (``optimizer/run_dir.py``). A resumed run loads the checkpoint, is asked
-for the very same candidates (same RNG state), finds those already evaluated in the database and
-ends with the same frontier as an uninterrupted run.
+Each generation: ``ask`` the algorithm for candidates (with the surrogate: many, of which the predicted best
+few are kept, ``optimizer/surrogate.py``), take each one's objectives from the database or evaluate it (with
+racing: screened on a few images first, the rest only if it could reach the frontier,
+``optimizer/racing.py``) and commit it at once, ``tell`` the results, copy the database's log into its file,
+then write the algorithm — population, RNG state and all — and the search's own state to ``checkpoint.pkl``
+atomically, with what the database holds (``optimizer/run_dir.py``). A resumed run loads the checkpoint, is
+asked for the very same candidates (same RNG state), finds those already evaluated in the database, makes the
+same racing and surrogate decisions (they depend only on the evaluations processed before, rebuilt from the
+database) and ends with the same frontier as an uninterrupted run — also when ``--budget-images`` stopped it.
 
 Objectives, both minimised: the negated mean quality, and the cost as a fraction of the full
-computation's. Constraint (the ECAD paper's): a candidate must cache something.
+computation's. Constraint (the ECAD paper's): a candidate must cache something. Only evaluations on every
+calibration image make the frontier.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
 from pymoo.core.problem import Problem
+from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.pntx import PointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
 from pymoo.problems.static import StaticProblem
-from pymoo.core.termination import NoTermination
 
+from .budget import BudgetExhausted, ImageLedger
 from .database import DamagedRun, RunDatabase, StoredEvaluation
 from .evaluate import Evaluation, Evaluator, Timings
 from .genome import GenomeCodec, genome_hash
+from .progress import Progress
+from .racing import Archive, RacingConfig, could_reach_frontier, screening_items, standard_error
 from .report import hypervolume, pareto_front, summary_line
 from .run_dir import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
-from .seeding import initial_population
+from .seeding import Seed, initial_population
+from .surrogate import SurrogateConfig, SurrogateState, choose, fit
+
+GENERATIONS_LOG = "generations.jsonl"
 
 
 class ScheduleProblem(Problem):
@@ -50,6 +62,8 @@ class SearchConfig:
     mutation_prob: float = 0.05        # share of offspring mutated (pymoo's BitflipMutation semantics, as the paper)
     mutation_bits: float = 1.0         # expected bits flipped in a mutated offspring
     step_move_prob: float = 0.25       # share of offspring with two neighbouring steps swapped (not in the paper)
+    racing: Optional[RacingConfig] = None
+    surrogate: Optional[SurrogateConfig] = None
 
 
 class StepMoveMutation(BitflipMutation):
@@ -77,8 +91,7 @@ class StepMoveMutation(BitflipMutation):
         return pop
 
 
-def make_algorithm(codec: GenomeCodec, config: SearchConfig) -> NSGA2:
-    seeds = initial_population(codec, config.population, config.seed)
+def make_algorithm(codec: GenomeCodec, config: SearchConfig, seeds: Sequence[Seed]) -> NSGA2:
     algorithm = NSGA2(
         pop_size=config.population,
         sampling=np.array([s.genome for s in seeds], dtype=bool),
@@ -90,12 +103,23 @@ def make_algorithm(codec: GenomeCodec, config: SearchConfig) -> NSGA2:
     return algorithm
 
 
-def save_checkpoint(path: Path, algorithm: NSGA2, completed: int, fingerprint: str,
+@dataclass
+class SearchState:
+    """The search's own state between generations, kept in the checkpoint next to pymoo's."""
+
+    completed: int = 0                                 # generations done, the initial one included
+    archive_seq: int = 0                               # the archive holds every evaluation up to this insertion number
+    images: int = 0                                    # images the run had rendered
+    surrogate: SurrogateState = field(default_factory=SurrogateState)
+
+
+def save_checkpoint(path: Path, algorithm: NSGA2, state: SearchState, fingerprint: str,
                     database: Optional[dict] = None) -> None:
     """Atomic, with a digest; ``database``: what the run's database holds now (``RunDatabase.state``)."""
-    write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "completed": completed, "fingerprint": fingerprint,
-                            "database": database or {"evaluations": 0, "last_seq": 0, "digest": ""},
-                            "algorithm": algorithm})
+    write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "completed": state.completed, "fingerprint": fingerprint,
+                            "database": database or {"evaluations": 0, "last_seq": 0, "digest": "", "references": 0,
+                                                     "references_digest": ""},
+                            "algorithm": algorithm, "search": state})
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> Optional[dict]:
@@ -106,76 +130,119 @@ def load_checkpoint(path: Path, fingerprint: str) -> Optional[dict]:
     return state
 
 
-class Progress:
-    """Where the search reports to: a tqdm bar over evaluations and one line per generation."""
-
-    def __init__(self, total: int, enabled: Optional[bool] = None, write: Callable[[str], None] = print):
-        """``enabled=None``: a bar when the output is a terminal; lines are always written."""
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, unit="eval", dynamic_ncols=True, smoothing=0.1,
-                        disable=None if enabled is None else not enabled)
-        self._write = write
-
-    def set_generation(self, text: str) -> None:
-        self.bar.set_description(text)
-
-    def step(self) -> None:
-        self.bar.update(1)
-
-    def line(self, text: str) -> None:
-        if self.bar.disable:
-            self._write(text)
-        else:
-            self.bar.write(text)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 @dataclass
 class SearchResult:
     completed: int                                   # generations done, the initial one included
-    evaluations: list[StoredEvaluation]
+    evaluations: list[StoredEvaluation]              # on every calibration image
     frontier: list[StoredEvaluation]
     wall_seconds: float = 0.0                        # of this session's search loop
     timings: Timings = field(default_factory=Timings)  # inside it: sampling, decoding, scoring of new evaluations
-    new_evaluations: int = 0
+    new_evaluations: int = 0                         # new database rows (screens and full evaluations)
     reused_evaluations: int = 0
     evaluation_seconds: float = 0.0                  # wall time of new evaluations, committing them included
+    budget_spent: bool = False                       # --budget-images ended the search early
+
+
+@dataclass
+class _Generation:
+    """Counts of one generation, for its line and its row in the database."""
+
+    new: int = 0
+    reused: int = 0
+    screened: int = 0
+    promoted: int = 0
+    predicted: list = field(default_factory=list)    # (predicted quality, measured quality) of surrogate predictions
 
 
 class Search:
     def __init__(self, codec: GenomeCodec, evaluator: Evaluator, db: RunDatabase, run_dir: Path,
-                 config: SearchConfig, fingerprint: str, progress: Optional[Progress] = None, metric_short: str = "Q"):
+                 config: SearchConfig, fingerprint: str, progress: Optional[Progress] = None, metric_short: str = "Q",
+                 ledger: Optional[ImageLedger] = None, extra_seeds: Sequence[Seed] = (),
+                 full_fidelity: Sequence[np.ndarray] = ()):
+        """``ledger``: counts (and caps) rendered images, the backend's (``budget.MeteredBackend``); ``full_fidelity``:
+        genomes never raced (the FORA baselines the schedule file reports)."""
         self.codec, self.evaluator, self.db, self.config = codec, evaluator, db, config
-        self.checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+        self.run_dir = Path(run_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
         self.fingerprint = fingerprint
         self.progress = progress
         self.metric_short = metric_short
+        self.ledger = ledger or ImageLedger()
         self.timings = Timings()
         self.new_evaluations = self.reused_evaluations = 0
         self.evaluation_seconds = 0.0
-        self.seed_origins = {genome_hash(s.genome): s.origin
-                             for s in initial_population(codec, config.population, config.seed)}
+        self.seeds = initial_population(codec, config.population, config.seed, extra_seeds)
+        self.seed_origins = {genome_hash(s.genome): s.origin for s in self.seeds}
+        self.full_fidelity = {genome_hash(g) for g in full_fidelity}
+        self.screen = (screening_items(evaluator.items, config.racing.screen_images, config.seed)
+                       if config.racing and config.racing.screen_images < len(evaluator.items) else None)
+        self.archive = Archive()
+        self._generation = _Generation()
+        self._offspring_images: list[int] = []        # images of this session's offspring generations (for the ETA)
+
+    # ------------------------------------------------------------ the archive the decisions are made from
+
+    def _process(self, row: StoredEvaluation) -> None:
+        """Add ``row`` to the archive, with every row inserted before it that the archive lacks (baselines measured
+        after an earlier session's search), so the archive is always every row up to an insertion number."""
+        if row.seq <= self.archive.last_seq:
+            return
+        if row.seq > self.archive.last_seq + 1:
+            for earlier in self.db.rows(row.seq - 1):
+                if earlier.seq > self.archive.last_seq:
+                    self.archive.add(earlier, self._spread(earlier))
+        self.archive.add(row, self._spread(row))
+
+    def _spread(self, row: StoredEvaluation) -> Optional[np.ndarray]:
+        """What a screen's estimate averages (racing pools its spread); nothing for full evaluations."""
+        return None if row.full else self.evaluator.differences(row.evaluation)
+
+    def _rebuild_archive(self, up_to_seq: int) -> None:
+        self.archive = Archive()
+        for row in self.db.rows(up_to_seq):
+            self.archive.add(row, self._spread(row))
+        self.archive.last_seq = up_to_seq
 
     # ------------------------------------------------------------ one genome
 
-    def evaluate(self, genome: np.ndarray, origin: str, generation: int) -> Evaluation:
-        """From the database when known; else evaluated and committed at once."""
+    def _stored_or_new(self, genome: np.ndarray, origin: str, generation: int, full: bool,
+                       known: Optional[Evaluation] = None) -> StoredEvaluation:
         key = genome_hash(genome)
-        stored = self.db.get(key)
+        stored = self.db.get(key, full=full)
         if stored is not None:
             self.reused_evaluations += 1
-            return stored.evaluation
-        if not GenomeCodec.caches_something(genome):
-            return self.evaluator.prepare()  # no caching at all: the reference itself (infeasible, never stored)
+            self._generation.reused += 1
+            self._process(stored)
+            return stored
         start = time.perf_counter()
-        ev = self.evaluator.evaluate(self.codec.mask(genome))
-        self.db.put(key, genome, ev, origin, generation)
+        mask = self.codec.mask(genome)
+        ev = self.evaluator.evaluate(mask, known=known) if full else self.evaluator.evaluate(mask, items=self.screen)
+        row = self.db.put(key, genome, ev, origin, generation)
         self.evaluation_seconds += time.perf_counter() - start
         self.timings.add(ev.timings)
         self.new_evaluations += 1
-        return ev
+        self._generation.new += 1
+        self._process(row)
+        return row
+
+    def evaluate(self, genome: np.ndarray, origin: str, generation: int, race: bool = False) -> Evaluation:
+        """The genome's evaluation: from the database when known, else evaluated and committed at once. With
+        ``race`` (and racing on), screened first and evaluated on every image only if it could reach the frontier;
+        the screen's estimate is returned otherwise. ``BudgetExhausted`` before rendering what the budget lacks."""
+        if not GenomeCodec.caches_something(genome):
+            return self.evaluator.prepare()  # no caching at all: the reference itself (infeasible, never stored)
+        key = genome_hash(genome)
+        full = self.db.get(key)
+        if full is not None or not race or self.screen is None or key in self.full_fidelity:
+            return self._stored_or_new(genome, origin, generation, full=True).evaluation
+        screen = self._stored_or_new(genome, origin, generation, full=False)
+        ev = screen.evaluation
+        self._generation.screened += 1
+        error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
+        if not could_reach_frontier(ev.quality, error, ev.cost, self.archive, self.config.racing.margin):
+            return ev
+        self._generation.promoted += 1
+        return self._stored_or_new(genome, origin, generation, full=True, known=ev).evaluation
 
     # ------------------------------------------------------------ the loop
 
@@ -183,60 +250,131 @@ class Search:
         state = load_checkpoint(self.checkpoint_path, self.fingerprint)
         return 0 if state is None else int(state["completed"])
 
+    def _offspring(self, algorithm: NSGA2, state: SearchState):
+        """The generation's candidates and, where the surrogate made them, its predicted qualities."""
+        config = self.config.surrogate
+        model = fit(self.archive.best, config.min_training) if config else None
+        if model is None or not state.surrogate.active:
+            population = algorithm.ask()
+            if population is None or model is None or len(population) == 0:
+                return population, None
+            return population, model.predict(population.get("X").astype(bool))
+        algorithm.n_offsprings = config.pool
+        try:
+            pool = algorithm.ask()
+        finally:
+            algorithm.n_offsprings = self.config.population
+        if pool is None or len(pool) == 0:
+            return pool, None
+        X = pool.get("X").astype(bool)
+        predicted = model.predict(X)
+        costs = np.array([self.evaluator.image_cost.macs(self.codec.mask(x)) for x in X]) / self.evaluator.full_macs
+        chosen = choose(predicted, costs, self.archive.frontier(), min(config.evaluate, len(pool)))
+        return pool[chosen], predicted[chosen]
+
     def run(self, generations: int) -> SearchResult:
-        """Run until ``generations`` offspring generations follow the initial one (resuming where the checkpoint is)."""
+        """Run until ``generations`` offspring generations follow the initial one (resuming where the checkpoint is),
+        or until the image budget is spent."""
         start = time.perf_counter()
         self.timings, self.new_evaluations, self.reused_evaluations, self.evaluation_seconds = Timings(), 0, 0, 0.0
-        state = load_checkpoint(self.checkpoint_path, self.fingerprint)
-        algorithm = state["algorithm"] if state else make_algorithm(self.codec, self.config)
-        completed = int(state["completed"]) if state else 0
+        checkpoint = load_checkpoint(self.checkpoint_path, self.fingerprint)
+        if checkpoint:
+            algorithm, state = checkpoint["algorithm"], checkpoint["search"]
+            self._rebuild_archive(state.archive_seq)
+        else:
+            algorithm, state = make_algorithm(self.codec, self.config, self.seeds), SearchState()
+            self.archive = Archive()
         target = generations + 1
-        points = {e.genome_hash: (e.evaluation.quality, e.evaluation.cost) for e in self.db.all()}
         hv_ref = self.db.get_meta("hypervolume_reference")
-        while completed < target:
-            generation = completed
+        budget_spent = False
+        while state.completed < target:
+            generation = state.completed
             gen_start = time.perf_counter()
+            self._generation = _Generation()
+            self._generation_start_images = self.ledger.used
             if self.progress:
                 self.progress.set_generation(f"generation {generation}/{generations}")
-            population = algorithm.ask()
+            population, predictions = (algorithm.ask(), None) if generation == 0 else self._offspring(algorithm, state)
             if population is None or len(population) == 0:
                 self._line(f"generation {generation}: the algorithm proposes no new schedules (search space exhausted)")
                 break
             X = population.get("X").astype(bool)
             F = np.zeros((len(X), 2))
             G = np.zeros((len(X), 1))
-            new_before, reused_before = self.new_evaluations, self.reused_evaluations
-            for i, genome in enumerate(X):
-                origin = self.seed_origins.get(genome_hash(genome), "initial") if generation == 0 else f"generation {generation}"
-                ev = self.evaluate(genome, origin, generation)
-                F[i] = (-ev.quality, ev.cost)
-                G[i, 0] = 1.0 - float(np.count_nonzero(~genome))
-                if GenomeCodec.caches_something(genome):
-                    points[genome_hash(genome)] = (ev.quality, ev.cost)
-                if self.progress:
-                    self.progress.step()
+            try:
+                for i, genome in enumerate(X):
+                    origin = (self.seed_origins.get(genome_hash(genome), "initial") if generation == 0
+                              else f"generation {generation}")
+                    ev = self.evaluate(genome, origin, generation, race=True)
+                    F[i] = (-ev.quality, ev.cost)
+                    G[i, 0] = 1.0 - float(np.count_nonzero(~genome))
+                    if predictions is not None:
+                        self._generation.predicted.append((float(predictions[i]), ev.quality))
+            except BudgetExhausted as spent:
+                budget_spent = True
+                hv_ref = self._record(generation, generations, algorithm, hv_ref, state, gen_start, complete=False)
+                self._line(f"generation {generation}/{generations}: stopped, {spent}; the frontier is what was "
+                           "measured so far")
+                break
             PymooEvaluator().eval(StaticProblem(algorithm.problem, F=F, G=G), population)
             algorithm.tell(infills=population)
-            completed += 1
-            if hv_ref is None:
-                hv_ref = float(min(q for q, _ in points.values())) if points else 0.0
-                self.db.set_meta("hypervolume_reference", hv_ref)
-            front = pareto_front(list(points.items()))
-            hv = hypervolume([points[k] for k in front], hv_ref)
-            pop_hashes = [genome_hash(x) for x in algorithm.pop.get("X").astype(bool)]
-            self.db.record_generation(generation, hv, pop_hashes, self.new_evaluations - new_before,
-                                      self.reused_evaluations - reused_before, time.perf_counter() - gen_start)
+            if predictions is not None and self.config.surrogate:
+                state.surrogate.record(*zip(*self._generation.predicted), config=self.config.surrogate)
+            state.completed += 1
+            state.archive_seq, state.images = self.archive.last_seq, self.ledger.used
+            hv_ref = self._record(generation, generations, algorithm, hv_ref, state, gen_start, complete=True)
             self.db.sync()  # the database file holds everything the checkpoint will record, without its -wal
-            save_checkpoint(self.checkpoint_path, algorithm, completed, self.fingerprint, self.db.state())
-            self._line(f"generation {generation}/{generations}: "
-                       + summary_line([points[k] for k in front], hv, self.metric_short,
-                                      self.new_evaluations - new_before, self.reused_evaluations - reused_before))
+            save_checkpoint(self.checkpoint_path, algorithm, state, self.fingerprint, self.db.state())
+        self.db.sync()
         evaluations = self.db.all()
         by_hash = {e.genome_hash: e for e in evaluations}
         front = pareto_front([(e.genome_hash, (e.evaluation.quality, e.evaluation.cost)) for e in evaluations])
-        return SearchResult(completed, evaluations, [by_hash[k] for k in front], time.perf_counter() - start,
+        return SearchResult(state.completed, evaluations, [by_hash[k] for k in front], time.perf_counter() - start,
                             replace(self.timings),  # a copy: later evaluations must not change it
-                            self.new_evaluations, self.reused_evaluations, self.evaluation_seconds)
+                            self.new_evaluations, self.reused_evaluations, self.evaluation_seconds, budget_spent)
+
+    def _record(self, generation: int, generations: int, algorithm: NSGA2, hv_ref, state: SearchState,
+                gen_start: float, complete: bool):
+        """The generation's row in the database and in ``generations.jsonl``, and its line; returns the hypervolume's
+        quality reference (the lowest quality of generation 0, stored so resumed runs compare)."""
+        points = self.archive.full
+        if hv_ref is None:
+            hv_ref = float(min(q for q, _ in points.values())) if points else 0.0
+            self.db.set_meta("hypervolume_reference", hv_ref)
+        front = pareto_front(list(points.items()))
+        hv = hypervolume([points[k] for k in front], hv_ref)
+        g = self._generation
+        if complete and generation > 0 and self.progress:
+            self._offspring_images.append(self.ledger.used - self._generation_start_images)
+            per_generation = sum(self._offspring_images) / len(self._offspring_images)
+            total = self.ledger.used + (generations - generation) * per_generation
+            self.progress.set_total(int(total if self.ledger.limit is None else min(total, self.ledger.limit)))
+        details = {"screened": g.screened, "promoted": g.promoted, "full_evaluations": len(points),
+                   "frontier": len(front)}
+        if self.config.surrogate:
+            details["surrogate"] = "on" if state.surrogate.active else "off (fallback to NSGA-II offspring)"
+            details["kendall_tau"] = state.surrogate.tau
+        population = [genome_hash(x) for x in algorithm.pop.get("X").astype(bool)] if algorithm.pop is not None else []
+        self.db.record_generation(generation, hv, population, g.new, g.reused, time.perf_counter() - gen_start,
+                                  self.ledger.used, complete, details)
+        self._write_log()
+        if complete:
+            racing = f" · {g.screened} screened, {g.promoted} in full" if self.screen is not None else ""
+            surrogate = (f" · surrogate {'on' if state.surrogate.active else 'off'}"
+                         + (f" (tau {state.surrogate.tau:.2f})" if state.surrogate.tau is not None else "")
+                         if self.config.surrogate else "")
+            self._line(f"generation {generation}/{generations}: " + summary_line([points[k] for k in front], hv, self.metric_short,
+                                                                   g.new, g.reused)
+                       + f" · {self.ledger.used} images{racing}{surrogate}")
+        return hv_ref
+
+    def _write_log(self) -> None:
+        """``generations.jsonl``: one JSON object per generation (images so far, hypervolume, ...), rewritten whole from
+        the database, so a resumed run leaves no duplicates."""
+        lines = [json.dumps(g, sort_keys=True) for g in self.db.generations()]
+        tmp = self.run_dir / (GENERATIONS_LOG + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(self.run_dir / GENERATIONS_LOG)
 
     def _line(self, text: str) -> None:
         if self.progress:

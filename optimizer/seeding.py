@@ -14,7 +14,8 @@ and then as many schedules as the population size: one heuristic from each of th
 - one component kind cached FORA-style while the rest compute every step;
 - one component kind reused in evenly spaced blocks over the middle steps;
 
-then mutated variants of all of these. The first generation is thus larger than the population
+then mutated variants of all of these. Extra seeds (``--warm-start``, quick calibration) come right after
+FORA's. The first generation is thus larger than the population
 (NSGA-II's survival keeps the best). Random bits would cache about half of everything and
 start far from any useful trade-off. The 4-point crossover then recombines the seeds' step ranges
 (the genome is step-major), so the step choices of different seeds mix.
@@ -22,6 +23,7 @@ start far from any useful trade-off. The 4-point crossover then recombines the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -116,11 +118,11 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
             for k in (2, 1) for kind in component_kinds(codec.layout)]
 
 
-def initial_population(codec: GenomeCodec, size: int, seed: int) -> list[Seed]:
-    """All FORA-N seeds and their one-step moves, then ``size`` more: one new heuristic from each other kind
-    in turn, then mutations of any of them (each bit flipped with a probability of 1–10 %); all distinct,
-    all caching something. The first generation is larger than the population; NSGA-II's survival
-    then keeps the best ``size``."""
+def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence[Seed] = ()) -> list[Seed]:
+    """All FORA-N seeds and their one-step moves, then the ``extra`` seeds (a warm start's frontier, a quick
+    calibration's schedules), then ``size`` more: one new heuristic from each other kind in turn, then mutations
+    of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. The first
+    generation is larger than the population; NSGA-II's survival then keeps the best ``size``."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
     chosen: list[Seed] = []
@@ -134,7 +136,7 @@ def initial_population(codec: GenomeCodec, size: int, seed: int) -> list[Seed]:
             return True
         return False
 
-    for s in fora_seeds(codec) + shifted_fora_seeds(codec):
+    for s in [*fora_seeds(codec), *shifted_fora_seeds(codec), *extra]:
         take(s)
     total = len(chosen) + size
     queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]

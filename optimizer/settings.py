@@ -43,11 +43,18 @@ class RunSettings:
     mutation_prob: float
     mutation_bits: float
     step_move_prob: float
+    paired: bool                       # racing's estimates relative to the uncached images
+    racing: Optional[dict[str, Any]]   # screen images and margin; None: every candidate on every image
+    surrogate: Optional[dict[str, Any]]  # pool, evaluations, agreement threshold; None: plain NSGA-II offspring
+    warm_start: Optional[dict[str, Any]]  # the seeding file's name and digest
+    extra_seeds: Optional[str]         # digest of seeds a caller added (e.g. quick calibration's schedules)
 
     @classmethod
-    def of(cls, spec, model: dict[str, Any], device: str, calibration_hash: str,
-           metric_files: dict[str, Any]) -> "RunSettings":
+    def of(cls, spec, model: dict[str, Any], device: str, calibration_hash: str, metric_files: dict[str, Any],
+           extra_seeds: Optional[str] = None) -> "RunSettings":
         """The settings of a run spec (``optimizer.spec.RunSpec``) on this model and device."""
+        from .warm_start import identity
+        images = len(spec.prompts) * spec.images_per_prompt
         return cls(preset=spec.preset.name, family=spec.preset.family, model=model, device=device, steps=spec.steps,
                    sampler=spec.sampler, scheduler=spec.scheduler, cfg=spec.cfg, guidance=spec.guidance,
                    width=spec.width, height=spec.height, frames=spec.frames, prompts_source=spec.prompts_source,
@@ -55,7 +62,12 @@ class RunSettings:
                    images_per_prompt=spec.images_per_prompt, batch_size=spec.batch_size, metric=spec.metric,
                    metric_files=metric_files, cost=spec.cost, population=spec.population, seed=spec.seed,
                    crossover_points=4, crossover_prob=0.9, mutation_prob=spec.mutation_prob,
-                   mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob)
+                   mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob, paired=spec.paired,
+                   racing={"screen_images": spec.race_images, "margin": spec.race_margin}
+                   if spec.racing and spec.race_images < images else None,
+                   surrogate={"pool": spec.surrogate_pool, "evaluations": spec.surrogate_evaluations,
+                              "min_tau": spec.surrogate_min_tau} if spec.surrogate else None,
+                   warm_start=identity(spec.warm_start) if spec.warm_start else None, extra_seeds=extra_seeds)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

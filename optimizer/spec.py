@@ -37,6 +37,14 @@ class SetupError(RuntimeError):
     """Something to fix before the run can start; raised before any long work."""
 
 
+class InputFileError(SetupError):
+    """A file the run was given cannot be used; ``str()`` is ``"<file>: <problem>"``."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
 # ---------------------------------------------------------------- option groups
 
 def preset_lines() -> str:
@@ -138,6 +146,39 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         "at equal cost, which bit flips cannot (not in the ECAD paper; 0 = the paper's operators only; "
                         "default 0.25)")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir (settings must match)")
+    g.add_argument("--budget-images", type=int, metavar="N",
+                   help="render at most N images in all (uncached references, every candidate at every fidelity, "
+                        "baselines, held-out check, latency rounds), also across --resume; the search stops when the "
+                        "next evaluation would exceed it and the frontier of what it measured is written (default: "
+                        "no limit; a larger N continues a run it stopped)")
+    g.add_argument("--warm-start", metavar="FILE",
+                   help="seed the first generation with the points of this schedule file: another model of the same "
+                        "family, another step count (mapped by relative position), another size")
+
+    g = parser.add_argument_group("fewer images for the same frontier")
+    g.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
+                   help="score a candidate on some of the images relative to the uncached image of the same prompt "
+                        "and seed, so that easy and hard prompts cancel out (default: on; fidelity is relative anyway)")
+    g.add_argument("--racing", action=argparse.BooleanOptionalAction, default=True,
+                   help="screen each candidate on --race-images images first and render the rest only if it could "
+                        "reach the frontier; only evaluations on every image make the frontier (default: on)")
+    g.add_argument("--race-images", type=int, metavar="N",
+                   help="images a candidate is screened on: one of each of N prompts in a seeded order, then second "
+                        "images (default: an eighth of the calibration images, at least 2)")
+    g.add_argument("--race-margin", type=float, default=2.0, metavar="Z",
+                   help="a screened candidate is dropped when its estimate plus Z standard errors stays below the "
+                        "frontier at its cost (default 2)")
+    g.add_argument("--surrogate", action=argparse.BooleanOptionalAction, default=True,
+                   help="each generation, propose --surrogate-pool offspring, predict their quality with a ridge "
+                        "regression on the run's evaluations and evaluate the predicted best; plain NSGA-II offspring "
+                        "while its rank agreement is poor (default: on)")
+    g.add_argument("--surrogate-pool", type=int, default=300, metavar="N",
+                   help="offspring proposed per generation for the surrogate to rank (default 300)")
+    g.add_argument("--surrogate-evaluations", type=int, metavar="N",
+                   help="of them evaluated per generation (default: a quarter of the population, at least 2)")
+    g.add_argument("--surrogate-min-tau", type=float, default=0.3, metavar="TAU",
+                   help="rank agreement (Kendall's tau between predicted and measured quality of the latest "
+                        "evaluations) below which plain NSGA-II offspring are used (default 0.3)")
 
 
 # ---------------------------------------------------------------- the spec
@@ -182,6 +223,17 @@ class RunSpec:
     mutation_prob: float = 0.05
     mutation_bits: float = 1.0
     step_move_prob: float = 0.25
+    warm_start: Optional[Path] = None
+    budget_images: Optional[int] = None
+    # fewer images for the same frontier
+    paired: bool = True
+    racing: bool = True
+    race_images: int = 2
+    race_margin: float = 2.0
+    surrogate: bool = True
+    surrogate_pool: int = 300
+    surrogate_evaluations: int = 2
+    surrogate_min_tau: float = 0.3
     # output and runs
     out: Path = Path()
     run_dir: Path = Path()
@@ -265,7 +317,13 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         comfyui=option("comfyui"), cpu=bool(option("cpu", False)), threads=option("threads"),
         diffusion_model=option("diffusion_model"), text_encoders=tuple(option("text_encoder") or ()), vae=option("vae"),
         cost=option("cost", "macs"), resume=bool(option("resume", False)),
-        progress=False if option("no_progress", False) else None)
+        progress=False if option("no_progress", False) else None,
+        paired=bool(option("paired", True)), racing=bool(option("racing", False)),
+        race_margin=option("race_margin", 2.0), surrogate=bool(option("surrogate", False)),
+        surrogate_pool=at_least("surrogate_pool", 300, 1), surrogate_min_tau=within("surrogate_min_tau", -1.0, 1.0, 0.3))
+    values["surrogate_evaluations"] = at_least("surrogate_evaluations", max(2, values["population"] // 4))
+    if values["race_margin"] < 0:
+        problems.append(f"--race-margin must not be negative, got {values['race_margin']}")
 
     # calibration prompts; the held-out ones are drawn from the whole file first
     from .prompts import load_prompts, split_prompts
@@ -282,6 +340,8 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         values.update(prompts=tuple(calibration[:wanted]), holdout_prompts=tuple(held))
     except ValueError as e:
         problems.append(str(e))
+    images = len(values.get("prompts", ())) * images_per_prompt
+    values["race_images"] = at_least("race_images", max(2, -(-images // 8)))
     if option("prompts"):
         values["prompts_source"] = str(option("prompts"))
 
@@ -308,6 +368,20 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     from .run_dir import setup_problems
     problems.extend(setup_problems(run_dir, values["resume"]))
 
+    if option("warm_start"):
+        from .warm_start import family_problem
+        values["warm_start"] = Path(option("warm_start"))
+        problem = family_problem(values["warm_start"], preset.family)
+        if problem:
+            problems.append(problem)
+    budget = option("budget_images")
+    if budget is not None:
+        values["budget_images"] = budget
+        least = least_budget(values, images)
+        if budget < least:
+            problems.append(f"--budget-images {budget} is too small: the uncached references, the FORA baselines and "
+                            f"the measurements asked for after the search need {least} images")
+
     spec = RunSpec(preset=preset, command=command, **values)
     # the model's own checks (ComfyUI found, files there, sizes it can sample), named with everything else
     found, resolved = models.check(spec)
@@ -323,6 +397,17 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     if problems:
         raise SetupError("cannot start:\n  - " + "\n  - ".join(p.replace("\n", "\n    ") for p in problems))
     return spec
+
+
+def least_budget(values: dict[str, Any], images: int) -> int:
+    """The fewest images a run can do with: its references, each FORA baseline on every image, and the most the
+    measurements after the search can render (``budget.final_measurement_images``)."""
+    from .budget import final_measurement_images
+    from .pipeline import BASELINE_EVERY, LATENCY_IMAGES
+    baselines = sum(1 for every in BASELINE_EVERY if every < values["steps"])
+    holdout = len(values.get("holdout_prompts", ())) * values["images_per_prompt"]
+    return images * (1 + baselines) + final_measurement_images(images, holdout, values["measure_latency"],
+                                                               values["frontier_size"], baselines, LATENCY_IMAGES)
 
 
 def model_kind(preset: Preset):

@@ -11,6 +11,8 @@ Known metrics:
 - ``image_reward``: ImageReward (Xu et al. 2023) human-preference score of image vs prompt, the
   objective of the ECAD paper. Loaded from local files only (see ``image_reward.py``).
 - ``fidelity``: PSNR (dB) against the full-compute image; SSIM alongside via ``details()``.
+- ``random_critic``: a small convolutional network with fixed random weights (tiny models): a score the
+  uncached image does not maximise, standing in for a learned reward where there are no real pictures.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ class MetricUnavailable(RuntimeError):
 
 @runtime_checkable
 class QualityMetric(Protocol):
-    name: str             # "image_reward" | "fidelity"
+    name: str             # "image_reward" | "fidelity" | "random_critic"
     short_name: str       # for labels: "IR", "PSNR"
     needs_reference: bool  # score() needs the full-compute images of the same prompt/seed
 
@@ -46,9 +48,15 @@ def _make_image_reward(**options) -> QualityMetric:
     return ImageRewardMetric.load(**options)
 
 
+def _make_random_critic(**options) -> QualityMetric:
+    from .random_critic import RandomCriticMetric
+    return RandomCriticMetric(**options)
+
+
 _FACTORIES: dict[str, Callable[..., QualityMetric]] = {
     "image_reward": _make_image_reward,
     "fidelity": _make_fidelity,
+    "random_critic": _make_random_critic,
 }
 
 

@@ -1,0 +1,103 @@
+"""Racing: screen each candidate on a few calibration images, render the rest only for those that could reach
+the frontier.
+
+A candidate is first scored on ``screen`` images (one image each of a seeded choice of prompts). Its
+quality on all images is estimated from them (paired with the uncached images where paired scoring is
+on, ``Evaluator.estimate``), with a standard error from the spread of those paired differences (pooled
+over every screen so far, because two or three images say little about their own spread). It is
+evaluated on every image only if it might not be dominated: if the estimate plus ``margin`` standard
+errors reaches the quality the frontier already has at its cost. Only such full evaluations enter the
+frontier and the schedule file; a screen only steers the search (NSGA-II is told the estimate).
+
+``Archive`` is what those decisions are made from: the evaluations the search has processed, in its
+order. It is rebuilt from the database (every row up to the insertion number the checkpoint records), so a
+resumed run makes the very same decisions as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .calibration import CalibrationItem
+from .database import StoredEvaluation
+from .report import pareto_front
+
+
+@dataclass(frozen=True)
+class RacingConfig:
+    screen_images: int                 # calibration images a candidate is screened on
+    margin: float = 2.0                # standard errors of optimism before a screened candidate is dropped
+
+
+def screening_items(items: Sequence[CalibrationItem], count: int, seed: int) -> tuple[int, ...]:
+    """``count`` calibration images (indices, in calibration order) to screen on: one image of each prompt, prompts
+    in a seeded order, then second images, and so on; many prompts tell more than many seeds of one."""
+    by_prompt: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        by_prompt.setdefault(item.prompt_index, []).append(index)
+    order = [list(by_prompt)[i] for i in np.random.default_rng([seed, 0x5C12EE]).permutation(len(by_prompt))]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < min(count, len(items)):
+        for prompt in order:
+            if depth < len(by_prompt[prompt]) and len(chosen) < count:
+                chosen.append(by_prompt[prompt][depth])
+        depth += 1
+    return tuple(sorted(chosen))
+
+
+class Archive:
+    """The evaluations the search has processed: the frontier of the full ones, every genome's best estimate,
+    the spread of screens' paired differences, and the images they rendered."""
+
+    def __init__(self):
+        self.last_seq = 0
+        self.full: dict[str, tuple[float, float]] = {}            # genome hash -> (quality, cost)
+        self.best: dict[str, tuple[np.ndarray, float, float]] = {}  # genome hash -> (genome, quality, cost)
+        self.images = 0
+        self._dof = 0                                             # pooled variance of the paired differences
+        self._sum_squares = 0.0
+
+    def add(self, row: StoredEvaluation, differences: Optional[np.ndarray]) -> None:
+        """``differences``: what the row's estimate averages per image (``Evaluator.differences``)."""
+        self.last_seq = max(self.last_seq, row.seq)
+        self.images += row.evaluation.images
+        ev = row.evaluation
+        if row.full:
+            self.full[row.genome_hash] = (ev.quality, ev.cost)
+        if row.full or row.genome_hash not in self.full:
+            self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
+        if not row.full and differences is not None and len(differences) > 1:
+            self._dof += len(differences) - 1
+            self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
+
+    def pooled_sd(self) -> Optional[float]:
+        return math.sqrt(self._sum_squares / self._dof) if self._dof else None
+
+    def frontier(self) -> list[tuple[float, float]]:
+        keys = pareto_front(list(self.full.items()))
+        return [self.full[k] for k in keys]
+
+    def quality_within(self, cost: float) -> Optional[float]:
+        """The best full-fidelity quality at no more than ``cost`` (None: nothing measured is as cheap)."""
+        qualities = [q for q, c in self.full.values() if c <= cost]
+        return max(qualities) if qualities else None
+
+
+def standard_error(differences: np.ndarray, pooled_sd: Optional[float], total: int) -> float:
+    """Of a mean of ``differences`` (k of ``total`` images, drawn without replacement) as an estimate of the mean over
+    all: the larger of the screen's own and the pooled spread, with the finite-population correction."""
+    k = len(differences)
+    known = [v for v in (float(np.std(differences, ddof=1)) if k > 1 else None, pooled_sd) if v is not None]
+    if not known:  # one image and no screen before it: nothing is known about the spread
+        return math.inf
+    return max(known) / math.sqrt(k) * math.sqrt(max(0.0, 1.0 - k / total))
+
+
+def could_reach_frontier(estimate: float, error: float, cost: float, archive: Archive, margin: float) -> bool:
+    """Not dominated by the measured frontier by more than ``margin`` standard errors."""
+    best = archive.quality_within(cost)
+    return best is None or estimate + margin * error >= best
