@@ -176,7 +176,6 @@ class TinyWan(TinyModel):
     out_dim: int = 16
     latent_channels = 16
 
-    #: ``(module, class)`` this tiny model stands for when a ComfyUI release may lack it (None: every release has it)
     requires: tuple[str, ...] = ()          # the model class, where not every ComfyUI release has it
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
