@@ -43,6 +43,11 @@ class ImageCost:
     def full_macs(self, steps: int) -> float:
         return self.macs(Mask.full(self.table.layout, steps))
 
+    def macs_of_many(self, bits: np.ndarray) -> np.ndarray:
+        """``macs`` of many masks at once: ``bits`` of shape (masks, steps, bits per step)."""
+        step_macs = bits.astype(np.float64) @ self.table.per_bit + self.table.per_step_constant
+        return self.streams * (step_macs @ self.evaluations.astype(np.float64))
+
     def to_json(self) -> dict:
         """Exact (floats as JSON numbers round-trip): a run directory keeps the cost model with its references."""
         return {"per_bit": [float(v) for v in self.table.per_bit], "per_step_constant": float(self.table.per_step_constant),

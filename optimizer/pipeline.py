@@ -101,8 +101,9 @@ def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSee
     models = model_kind(spec.preset)
     identity = models.identity(spec)
     set_threads(spec)
+    given = [] if callable(extra_seeds) else list(extra_seeds)
     settings = RunSettings.of(spec, identity, device_label(spec), calibration_hash, metric_files(spec),
-                              extra_seeds_id or (short_hash(_seed_list(extra_seeds)) if _seed_list(extra_seeds) else None))
+                              extra_seeds_id or (_seeds_digest(given) if given else None))
 
     # run.sqlite and checkpoint.pkl checked against each other (optimizer/run_dir.py) before anything is written
     db, checkpoint = open_run(spec.run_dir, settings.fingerprint(), short_hash(identity), calibration_hash)
@@ -117,13 +118,24 @@ def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSee
         if stored is None:
             db.set_meta("settings", settings.to_json())
             db.set_meta("created", now())
-        return _run_with_database(spec, settings, items, db, say, extra_seeds)
+        try:
+            return _run_with_database(spec, settings, items, db, say, extra_seeds)
+        except SetupError:
+            if stored is None and db.images() == 0:  # a new run refused before it rendered anything leaves no run
+                db.close()
+                for name in DATABASE_FILES:
+                    (spec.run_dir / name).unlink(missing_ok=True)
+            raise
     finally:
         db.close()
 
 
-def _seed_list(extra_seeds: ExtraSeeds) -> list:
-    return [] if callable(extra_seeds) else list(extra_seeds)
+DATABASE_FILES = ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm")
+
+
+def _seeds_digest(seeds: Sequence) -> str:
+    from .genome import pack
+    return short_hash([[s.origin, pack(s.genome).hex()] for s in seeds])
 
 
 def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: ExtraSeeds) -> Outcome:

@@ -268,7 +268,9 @@ class Search:
             return pool, None
         X = pool.get("X").astype(bool)
         predicted = model.predict(X)
-        costs = np.array([self.evaluator.image_cost.macs(self.codec.mask(x)) for x in X]) / self.evaluator.full_macs
+        bits = np.ones((len(X), self.codec.steps, self.codec.layout.bits_per_step), dtype=bool)
+        bits[:, 1:] = X.reshape(len(X), self.codec.steps - 1, -1)  # the first step always computes
+        costs = self.evaluator.image_cost.macs_of_many(bits) / self.evaluator.full_macs
         chosen = choose(predicted, costs, self.archive.frontier(), min(config.evaluate, len(pool)))
         return pool[chosen], predicted[chosen]
 

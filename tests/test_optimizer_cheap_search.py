@@ -1,0 +1,356 @@
+"""The cheap search on the toy preset (no ComfyUI needed): the image budget (counted through the backend, never
+exceeded, also across SIGKILL and --resume), racing, paired scoring, the surrogate and its fallback, --warm-start,
+and the random-critic metric."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ecad_nodes.schedule import BlockGroup, FrontierPoint, Layout, Mask, PointMetrics, ScheduleFile
+from ecad_nodes.schedule_io import load_schedule, save_schedule
+from optimizer.calibration import calibration_items, items_hash
+from optimizer.database import RunDatabase
+from optimizer.evaluate import Evaluator
+from optimizer.genome import GenomeCodec
+from optimizer.metrics import make_metric
+from optimizer.racing import RacingConfig, screening_items, standard_error
+from optimizer.search import Search, SearchConfig
+from optimizer.seeding import initial_population
+from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, kendall_tau
+from optimizer.toy_backend import ToyBackend, ToySpec
+from optimizer.toy_dit import ToyConfig
+from test_optimizer_cli import _mid_generation, frontier_of, run_cli, toy_args
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ["a red cube", "a quiet harbour at dawn", "three owls on a branch", "a lighthouse in fog"]
+SMALL = ToySpec(ToyConfig(hidden=16, heads=2, depth=3, channels=4, text_dim=8), text_tokens=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class CountingToyBackend(ToyBackend):
+    """The real toy backend, counting every image it renders."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.images = 0
+
+    def render(self, mask, items):
+        self.images += len(items)
+        return super().render(mask, items)
+
+
+def toy_search(tmp_path: Path, metric: str = "fidelity", racing: RacingConfig | None = None,
+               surrogate: SurrogateConfig | None = None, population: int = 6, images_per_prompt: int = 2):
+    backend = CountingToyBackend(SMALL, steps=6, cfg=1.0, sampler="euler", size=8, batch_size=2, label="toy")
+    items = calibration_items(PROMPTS, images_per_prompt)
+    evaluator = Evaluator(backend, make_metric(metric), items, "macs")
+    codec = GenomeCodec(backend.layout, backend.steps)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    db = RunDatabase(tmp_path / "run.sqlite", "ctx", "model", items_hash(items))
+    config = SearchConfig(population, 0, racing=racing, surrogate=surrogate)
+    return Search(codec, evaluator, db, tmp_path, config, "ctx"), backend, db
+
+
+# ---------------------------------------------------------------- --budget-images
+
+def _counting_run(monkeypatch, capsys, argv: list[str]) -> tuple[int, int, str]:
+    """``python -m optimizer.run`` in this process with the toy model's backend counting its renders: (exit code,
+    images rendered, stdout)."""
+    from optimizer import run
+    from optimizer.toy_backend import ToyModels
+    rendered = []
+
+    def counting_open(self, spec):
+        backend = CountingToyBackend(spec.preset.tiny, spec.steps, spec.cfg, spec.sampler, spec.width, spec.batch_size,
+                                     spec.preset.name)
+        rendered.append(backend)
+        return backend
+
+    monkeypatch.setattr(ToyModels, "open", counting_open)
+    code = run.main(argv)
+    return code, sum(b.images for b in rendered), capsys.readouterr().out
+
+
+@pytest.mark.parametrize("budget", [None, 260])
+def test_the_budget_is_never_exceeded_and_the_file_records_every_image_rendered(budget, tmp_path, monkeypatch, capsys):
+    argv = [*toy_args(generations=6), "--holdout", "1", "--measure-latency", "1", "--run-dir", str(tmp_path / "run"),
+            "--out", str(tmp_path / "out.json")] + ([] if budget is None else ["--budget-images", str(budget)])
+    code, rendered, out = _counting_run(monkeypatch, capsys, argv)
+    assert code == 0
+    schedule = load_schedule(tmp_path / "out.json")
+    assert schedule.provenance["search"]["images"] == rendered  # references, screens, full evaluations, measurements
+    assert f"{rendered} images rendered in all" in out
+    if budget is not None:
+        assert rendered <= budget
+        assert "the budget ended the search early" in out and "stopped, the image budget is spent" in out
+        assert schedule.provenance["search"]["generations_run"] < 6
+        assert [b.name for b in schedule.baselines] == ["FORA-2", "FORA-3", "FORA-4", "FORA-5"]  # kept room for them
+
+
+def test_a_budget_too_small_for_the_references_and_baselines_is_refused(tmp_path, capsys):
+    from optimizer.run import main
+    assert main([*toy_args(), "--budget-images", "20", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--budget-images 20 is too small" in err and "need 30 images" in err  # 6 references + 4 FORA × 6
+    assert not (tmp_path / "run").exists()
+
+
+BUDGETED = [*toy_args(generations=8), "--surrogate-evaluations", "4", "--budget-images", "150"]
+
+
+def test_a_budgeted_run_killed_and_resumed_writes_the_uninterrupted_frontier(tmp_path):
+    whole = run_cli(*BUDGETED, "--run-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "whole.json"))
+    assert whole.returncode == 0, whole.stderr
+    assert "the budget ended the search early" in whole.stdout
+    run_dir = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *BUDGETED, "--run-dir", str(run_dir), "--out",
+                             str(tmp_path / "killed.json")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not _mid_generation(run_dir / "run.sqlite"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
+    resumed = run_cli(*BUDGETED, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after generation" in resumed.stdout and "references from the run directory" in resumed.stdout
+    assert frontier_of(tmp_path / "killed.json") == frontier_of(tmp_path / "whole.json")
+    searched = [load_schedule(tmp_path / f"{name}.json").provenance["search"] for name in ("whole", "killed")]
+    assert searched[0] == searched[1] and searched[0]["images"] <= 150
+    # resumed again with the same budget: nothing more to render, the same file
+    again = run_cli(*BUDGETED, "--run-dir", str(run_dir), "--out", str(tmp_path / "again.json"), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert frontier_of(tmp_path / "again.json") == frontier_of(tmp_path / "whole.json")
+    assert load_schedule(tmp_path / "again.json").provenance["search"]["images"] == searched[0]["images"]
+    # a larger budget continues the search where the budget stopped it
+    more = run_cli(*BUDGETED[:-1], "200", "--run-dir", str(run_dir), "--out",
+                   str(tmp_path / "more.json"), "--resume")
+    assert more.returncode == 0, more.stderr
+    assert 150 < load_schedule(tmp_path / "more.json").provenance["search"]["images"] <= 200
+
+
+def test_the_generations_log_reports_images_and_hypervolume(tmp_path):
+    import json
+    done = run_cli(*toy_args(generations=2), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json"))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert [g["generation"] for g in lines] == [0, 1, 2] and all(g["complete"] for g in lines)
+    images = [g["images"] for g in lines]
+    assert images == sorted(images) and images[0] > 6  # after the references
+    assert all(g["hypervolume"] > 0 and "screened" in g and "surrogate" in g for g in lines)
+    assert images[-1] <= load_schedule(tmp_path / "out.json").provenance["search"]["images"]
+
+
+# ---------------------------------------------------------------- racing and paired scoring
+
+def test_screening_items_spread_over_prompts_and_are_seeded():
+    items = calibration_items(PROMPTS, 3)
+    chosen = screening_items(items, 4, seed=0)
+    assert len(chosen) == 4 and len({items[i].prompt for i in chosen}) == 4 and list(chosen) == sorted(chosen)
+    assert screening_items(items, 6, seed=0) != screening_items(items, 6, seed=1)
+    assert screening_items(items, 100, seed=0) == tuple(range(len(items)))
+
+
+def test_paired_estimates_cancel_what_every_schedule_shares(tmp_path):
+    """Paired: the no-caching mean plus the mean difference to the uncached images of the same prompts and seeds;
+    unpaired: the plain mean of the screened images. On every image both are the plain mean."""
+    search, backend, db = toy_search(tmp_path, metric="random_critic")
+    evaluator = search.evaluator
+    full = evaluator.prepare()
+    codec = search.codec
+    mask = codec.mask(initial_population(codec, 1, 0)[0].genome)
+    screen = (0, 5)
+    paired = evaluator.evaluate(mask, items=screen)
+    assert paired.items == screen and paired.images == 2
+    r = evaluator.reference_scores
+    assert paired.quality == pytest.approx(full.quality + np.mean(paired.scores - r[list(screen)]))
+    evaluator.paired = False
+    assert evaluator.estimate(paired.scores, screen) == pytest.approx(np.mean(paired.scores))
+    rest = evaluator.evaluate(mask, known=paired)  # on every image: renders only the other six
+    assert rest.items == () and rest.images == len(evaluator.items) - 2
+    assert rest.quality == pytest.approx(np.mean(rest.scores))
+    np.testing.assert_array_equal(rest.scores[list(screen)], paired.scores)
+    db.close()
+
+
+def test_standard_error_of_a_screen():
+    d = np.array([1.0, 3.0])
+    assert standard_error(d, None, total=8) == pytest.approx(np.std(d, ddof=1) / np.sqrt(2) * np.sqrt(1 - 2 / 8))
+    assert standard_error(d, 10.0, total=8) == pytest.approx(10.0 / np.sqrt(2) * np.sqrt(1 - 2 / 8))
+    assert standard_error(np.array([1.0]), None, total=8) == np.inf  # nothing known: promoted
+    assert standard_error(d, None, total=2) == 0.0  # every image scored
+
+
+def test_racing_never_lets_a_screen_into_the_frontier(tmp_path):
+    search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2))
+    result = search.run(generations=3)
+    rows = db.rows()
+    screens = {r.genome_hash: r for r in rows if not r.full}
+    full = {r.genome_hash: r for r in rows if r.full}
+    assert screens and full
+    dropped = set(screens) - set(full)
+    promoted = set(screens) & set(full)
+    assert dropped and promoted  # racing decided both ways
+    assert all(e.genome_hash in full for e in result.frontier)
+    assert {e.genome_hash for e in db.all()} == set(full)
+    for key in promoted:  # the frontier's figures are the full evaluation's, not the screen's estimate
+        assert full[key].evaluation.quality != screens[key].evaluation.quality
+    # the schedule file is made of full evaluations only
+    from optimizer.pipeline import frontier_stage
+    points = frontier_stage(db.all(), [], search.codec, frontier_size=8)
+    qualities = {round(r.evaluation.quality, 12) for r in full.values()}
+    assert points and all(round(p.quality, 12) in qualities for p in points)
+    # every image rendered is in the rows (screens with 2, full rows with the rest) and the references
+    assert backend.images == sum(r.evaluation.images for r in rows) + len(search.evaluator.items)
+    db.close()
+
+
+# ---------------------------------------------------------------- the surrogate
+
+def test_ridge_surrogate_ranks_a_linear_quality():
+    """Fewer evaluations than bits, a few of which matter (as a few steps and blocks matter most)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((120, 200)) < 0.5
+    w = rng.standard_normal(200) * (rng.random(200) < 0.1)
+    y = X @ w + 0.1 * rng.standard_normal(120)
+    test = rng.random((40, 200)) < 0.5
+    model = RidgeModel(X, y)
+    assert kendall_tau(model.predict(test), test @ w) > 0.5
+
+
+def test_surrogate_agreement_switches_it_on_and_off():
+    config = SurrogateConfig(min_tau=0.3, window=8)
+    state = SurrogateState()
+    state.record([1, 2, 3], [1, 2, 3], config)
+    assert state.active and state.tau is None  # too few to judge
+    state.record([4, 5, 6], [6, 5, 4], config)
+    assert state.tau is not None
+    state.record([1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1], config)
+    assert not state.active and state.tau == pytest.approx(-1.0)
+    state.record([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], config)
+    assert state.active and state.tau == pytest.approx(1.0)
+
+
+class NoiseMetric:
+    """A quality no model of the genome can predict: a hash of the image's pixels."""
+
+    name, short_name, needs_reference = "noise", "N", False
+
+    def score(self, images, prompts, references=None):
+        return np.array([int.from_bytes(hashlib.sha256(np.asarray(i).tobytes()).digest()[:4], "big") / 2 ** 32
+                         for i in images])
+
+
+def test_the_surrogate_falls_back_to_plain_nsga2_offspring_when_it_ranks_badly(tmp_path):
+    config = SurrogateConfig(pool=60, evaluate=2, min_tau=0.3, window=6, min_training=8)
+    search, backend, db = toy_search(tmp_path, surrogate=config, images_per_prompt=1)
+    search.evaluator.metric = NoiseMetric()
+    search.run(generations=6)
+    generations = db.generations()
+    offspring = generations[1:]
+    assert offspring[0]["surrogate"] == "on" and offspring[0]["evaluated"] <= 2  # the predicted best two
+    off = [g for g in offspring if g["surrogate"].startswith("off")]
+    assert off, [(g["surrogate"], g["kendall_tau"]) for g in offspring]
+    assert all(g["kendall_tau"] < 0.3 for g in off)
+    first_off = offspring.index(off[0])
+    if first_off + 1 < len(offspring):  # the generation after the switch: a whole population of NSGA-II offspring
+        assert offspring[first_off + 1]["evaluated"] > 2
+    db.close()
+
+
+def test_surrogate_and_racing_resume_with_the_same_decisions(tmp_path):
+    config = dict(racing=RacingConfig(screen_images=2), surrogate=SurrogateConfig(pool=60, evaluate=2))
+    whole, _, db_whole = toy_search(tmp_path / "whole", **config)
+    expected = whole.run(generations=4)
+    first, _, db_first = toy_search(tmp_path / "split", **config)
+    first.run(generations=2)
+    db_first.close()
+    resumed, _, db_resumed = toy_search(tmp_path / "split", **config)
+    result = resumed.run(generations=4)
+    key = lambda r: sorted((e.genome_hash, e.evaluation.quality, e.evaluation.cost) for e in r.frontier)  # noqa: E731
+    assert key(result) == key(expected)
+    assert [(r.genome_hash, r.full) for r in db_resumed.rows()] == [(r.genome_hash, r.full) for r in db_whole.rows()]
+    db_whole.close()
+    db_resumed.close()
+
+
+# ---------------------------------------------------------------- --warm-start
+
+def _toy_file(path: Path, blocks: int, steps: int, family: str = "toy") -> Path:
+    layout = Layout(family, (BlockGroup("blocks", blocks, ("self_attn", "cross_attn", "mlp")),))
+    bits = np.ones((steps, layout.bits_per_step), dtype=bool)
+    bits[1::2, ::2] = False
+    save_schedule(ScheduleFile(family, None, layout, steps, [FrontierPoint("p", Mask(layout, bits), PointMetrics())]),
+                  path)
+    return path
+
+
+def test_warm_start_from_a_file_of_another_layout_is_a_clear_error(tmp_path):
+    other_blocks = _toy_file(tmp_path / "other-blocks.json", blocks=2, steps=8)
+    done = run_cli(*toy_args(), "--warm-start", str(other_blocks), "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {other_blocks}: --warm-start: its schedules do not fit the model: it "
+                                  "expects toy (blocks=2×[self_attn, cross_attn, mlp])"), done.stderr
+    assert not (tmp_path / "run" / "run.sqlite").exists()  # refused before anything was rendered: no run left
+    other_family = _toy_file(tmp_path / "flux.json", blocks=4, steps=8, family="flux")
+    done = run_cli(*toy_args(), "--warm-start", str(other_family), "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{other_family}: --warm-start: it holds schedules for model family 'flux', not 'toy'" in done.stderr
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{")
+    done = run_cli(*toy_args(), "--warm-start", str(garbage), "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and f"{garbage}: " in done.stderr and "Traceback" not in done.stderr
+
+
+def test_warm_start_maps_another_step_count_into_the_first_generation(tmp_path):
+    source = _toy_file(tmp_path / "twelve-steps.json", blocks=4, steps=12)
+    done = run_cli(*toy_args(generations=1), "--warm-start", str(source), "--run-dir", str(tmp_path / "run"),
+                   "--out", str(tmp_path / "out.json"))
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    origins = [o for (o,) in db.execute("SELECT origin FROM evaluations WHERE generation = 0")]
+    db.close()
+    assert "warm start twelve-steps.json: p, 12 steps mapped to 8" in origins
+    assert load_schedule(tmp_path / "out.json").provenance["search"]["warm_start"]["name"] == "twelve-steps.json"
+
+
+# ---------------------------------------------------------------- the random critic
+
+def test_random_critic_is_deterministic_and_not_maximised_by_the_uncached_image(tmp_path):
+    from PIL import Image
+    critic = make_metric("random_critic")
+    gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))[:, ::4])
+    assert critic.score([gradient], [""])[0] == pytest.approx(make_metric("random_critic").score([gradient], [""])[0],
+                                                               abs=0)
+    assert critic.score([gradient], [""])[0] == pytest.approx(0.19359022, abs=2e-9)  # the same on every machine
+    search, backend, db = toy_search(tmp_path, metric="random_critic")
+    uncached = search.evaluator.prepare().quality
+    codec = search.codec
+    cached = [search.evaluator.evaluate(codec.mask(s.genome)).quality for s in initial_population(codec, 6, 0)]
+    assert max(cached) > uncached  # some cached schedule scores higher: no caching is not the optimum
+    db.close()
