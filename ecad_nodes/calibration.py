@@ -203,10 +203,11 @@ class ComponentChanges:
         out[0] = 0.0
         return out
 
-    def staleness(self) -> np.ndarray:
+    def staleness(self, absolute: bool = False) -> np.ndarray:
         """(bits, steps, steps): ``S[b, a, u]``, how far component b's output at step u is from its output at step a < u
-        (what reusing at u the output computed at a gets wrong). Measured up to ``lags`` steps apart; farther, the
-        measured distance to step u − 1 plus the change from u − 1 to u. NaN where unknown; 0 for u ≤ a."""
+        (what reusing at u the output computed at a gets wrong), relative to the output's size at a; with
+        ``absolute``, in the output's own units (times its mean absolute value at a). Measured up to ``lags`` steps
+        apart; farther, the distance to step u − 1 plus the change from u − 1 to u. NaN where unknown; 0 for u ≤ a."""
         lags, steps, bits = self.change.shape
         s = np.zeros((bits, steps, steps))
         for u in range(1, steps):
@@ -215,7 +216,13 @@ class ComponentChanges:
                 measured = self.change[lag - 1, u] if lag <= lags else np.full(bits, np.nan)
                 extended = s[:, a, u - 1] + self.change[0, u] if lag > 1 else np.full(bits, np.nan)
                 s[:, a, u] = np.where(np.isnan(measured), extended, measured)
+        if absolute:
+            if self.size is None:
+                raise ValueError("absolute staleness needs the outputs' sizes, which these changes do not have")
+            s = s * self.size.T[:, :, None]
         return s
+
+
 class ChangeRecorder:
     """Makes every sampling run started inside ``recording()`` a recording run (see the module docstring) and keeps
     their reports. It is the runtime factory ``runtime.runtimes_from`` takes."""
