@@ -119,8 +119,8 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
 
 
 def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence[Seed] = ()) -> list[Seed]:
-    """All FORA-N seeds and their one-step moves, then the ``extra`` seeds (a warm start's frontier, a quick
-    calibration's schedules), then ``size`` more: one new heuristic from each other kind in turn, then mutations
+    """All FORA-N seeds, the ``extra`` seeds (a warm start's frontier, a quick calibration's schedules), FORA's
+    one-step moves, then ``size`` more: one new heuristic from each other kind in turn, then mutations
     of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. The first
     generation is larger than the population; NSGA-II's survival then keeps the best ``size``."""
     if size < 1:
@@ -136,8 +136,8 @@ def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence
             return True
         return False
 
-    for s in [*fora_seeds(codec), *shifted_fora_seeds(codec), *extra]:
-        take(s)
+    for s in [*fora_seeds(codec), *extra, *shifted_fora_seeds(codec)]:  # extra seeds before FORA's moves: a budget
+        take(s)                                                            # may end the first generation early
     total = len(chosen) + size
     queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
     while any(queues) and len(chosen) < total:

@@ -149,3 +149,28 @@ def test_empty_latents_follow_the_vae_compression(upscale):
     model = preset("tiny-flux").tiny.build(seed=0)
     latent = _vae_latent(model, tiny_vae(16, upscale), width=256, height=128, frames=1)(2)
     assert latent.shape == (2, 16, 128 // upscale, 256 // upscale) and not latent.any()
+
+
+def test_cheap_search_on_tiny_flux_warm_started_from_another_step_count_within_a_budget(tmp_path):
+    """Racing, the surrogate, a warm start mapped from 6 to 10 steps and a quality the uncached image does not
+    maximise (random_critic), within --budget-images, on ComfyUI's FLUX: the file counts every image."""
+    small = ["--population", "4", "--num-prompts", "2", "--images-per-prompt", "1"]
+    source = optimizer("--model", "tiny-flux", *small, "--generations", "0", "--steps", "6",
+                       "--run-dir", str(tmp_path / "six"), "--out", str(tmp_path / "six.json"))
+    assert source.returncode == 0, source.stderr[-3000:]
+    budget = 90
+    done = optimizer("--model", "tiny-flux", "--population", "6", "--generations", "20", "--num-prompts", "4",
+                     "--images-per-prompt", "2", "--metric", "random_critic", "--warm-start", str(tmp_path / "six.json"),
+                     "--budget-images", str(budget), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    schedule = load_schedule(tmp_path / "out.json")
+    search = schedule.provenance["search"]
+    assert search["images"] <= budget and "the budget ended the search early" in done.stdout
+    assert search["warm_start"]["name"] == "six.json" and search["racing"] and search["surrogate"]
+    assert schedule.points and all(p.metrics.quality_metric == "random_critic" for p in schedule.points)
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    origins = [o for (o,) in db.execute("SELECT origin FROM evaluations WHERE origin LIKE 'warm start%'")]
+    screens = db.execute("SELECT COUNT(*) FROM evaluations WHERE full = 0").fetchone()[0]
+    db.close()
+    assert origins and all(o.endswith("6 steps mapped to 10") for o in origins) and screens
