@@ -29,7 +29,8 @@ PACK_SCHEDULES = Path(__file__).resolve().parent.parent / "schedules"
 USER_FOLDER_NAME = "ecad_schedules"
 HEURISTICS_SOURCE = "heuristics (any model)"
 LABEL_SEPARATOR = " · "
-METRIC_SHORT_NAMES = {"image_reward": "IR", "psnr": "PSNR", "ssim": "SSIM", "clip_score": "CLIP", "fidelity": "PSNR"}
+METRIC_SHORT_NAMES = {"image_reward": "IR", "psnr": "PSNR", "ssim": "SSIM", "clip_score": "CLIP", "fidelity": "PSNR",
+                      "latent_psnr": "latent PSNR"}
 MAX_NAME_LENGTH = 1024
 MAX_FILES = 10_000          # listed per folder; a folder with more is cut there (and says so in the log)
 OUTSIDE = "leads outside the schedule folders (a symlink?) and is not read"

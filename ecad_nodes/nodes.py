@@ -1,9 +1,11 @@
-"""The ComfyUI nodes: "ECAD Load Schedule" and "ECAD Apply Cache"."""
+"""The ComfyUI nodes: "ECAD Load Schedule", "ECAD Apply Cache", "ECAD Schedule Preview" (``preview``) and
+"ECAD Calibrate" (``calibrate_node``)."""
 from __future__ import annotations
 
 import hashlib
 
 from . import library
+from .calibrate_node import ECADCalibrate
 from .patching import apply_ecad
 from .preview import ECADSchedulePreview
 from .schedule import ScheduleError
@@ -76,6 +78,6 @@ class ECADApplyCache:
 
 
 NODE_CLASS_MAPPINGS = {"ECADLoadSchedule": ECADLoadSchedule, "ECADApplyCache": ECADApplyCache,
-                       "ECADSchedulePreview": ECADSchedulePreview}
+                       "ECADSchedulePreview": ECADSchedulePreview, "ECADCalibrate": ECADCalibrate}
 NODE_DISPLAY_NAME_MAPPINGS = {"ECADLoadSchedule": "ECAD Load Schedule", "ECADApplyCache": "ECAD Apply Cache",
-                              "ECADSchedulePreview": "ECAD Schedule Preview"}
+                              "ECADSchedulePreview": "ECAD Schedule Preview", "ECADCalibrate": "ECAD Calibrate"}

@@ -37,7 +37,7 @@ from .spec import (RunSpec, SetupError, add_calibration_options, add_model_optio
 
 QUICK_PROMPTS = 8                  # default calibration prompts (the preset's, if it has fewer)
 QUICK_IMAGES_PER_PROMPT = 1
-BUDGETS = (0.95, *DEFAULT_BUDGETS)  # the near-lossless end too: cheap components that barely change
+
 ALGORITHM = "quick calibration (greedy schedules from recorded component changes, verified by rendering)"
 
 
@@ -58,14 +58,14 @@ def macs_per_step(image_cost) -> np.ndarray:
     return image_cost.evaluations.astype(np.float64)[:, None] * image_cost.table.per_bit[None, :]
 
 
-def greedy_candidates(changes, image_cost, backend, budgets: Sequence[float] = BUDGETS) -> list:
+def greedy_candidates(changes, image_cost, backend, budgets: Sequence[float] = DEFAULT_BUDGETS) -> list:
     """``ecad_nodes.greedy.calibrated_schedules`` for recorded ``changes`` on the backend's model."""
     from ecad_nodes.greedy import calibrated_schedules
     return calibrated_schedules(changes.staleness(), macs_per_step(image_cost), backend.layout, budgets,
                                 consumers_of(backend))
 
 
-def calibration_masks(backend, items: Sequence, budgets: Sequence[float] = BUDGETS, cost: str = "macs") -> list:
+def calibration_masks(backend, items: Sequence, budgets: Sequence[float] = DEFAULT_BUDGETS, cost: str = "macs") -> list:
     """Greedy schedules (``ecad_nodes.schedule.Mask``, first step computed) from the recorded changes of ``items``
     rendered without caching, for seeding a search; not verified, and nothing is scored.
 
@@ -111,7 +111,7 @@ def calibration_items(spec: RunSpec):
     return items_of(spec.prompts, spec.images_per_prompt, first_seed=spec.seed * count)
 
 
-def calibrate(spec: RunSpec, budgets: Sequence[float] = BUDGETS, say: Callable[[str], None] = print) -> CalibrationResult:
+def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Callable[[str], None] = print) -> CalibrationResult:
     from ecad_nodes.calibration import ChangeRecorder
 
     from .budget import ImageLedger, MeteredBackend
@@ -252,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_objective_options(p)
     add_output_options(p)
     g = p.add_argument_group("quick calibration")
-    g.add_argument("--budgets", type=_fractions, default=BUDGETS, metavar="F,F,...",
+    g.add_argument("--budgets", type=_fractions, default=DEFAULT_BUDGETS, metavar="F,F,...",
                    help="block-MAC fractions the greedy schedules are made for (default: "
-                        f"{','.join(f'{b:g}' for b in BUDGETS)}); up to three schedules each are rendered")
+                        f"{','.join(f'{b:g}' for b in DEFAULT_BUDGETS)}); up to three schedules each are rendered")
     return p
 
 
