@@ -13,6 +13,7 @@ directory and stored in it, so a resumed run starts from the same ones without r
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -166,11 +167,16 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
             raise SetupError(str(e)) from None
         say(backend.describe())
         codec = GenomeCodec(backend.layout, spec.steps)
-        seeds = seed_stage(spec, codec, backend, db, extra_seeds)
         evaluator = Evaluator(backend, metric, items, spec.cost, paired=spec.paired)
         stored = db.references(backend.layout)
-        full = evaluator.prepare(stored)
-        if stored is None:
+        recorder = None
+        if stored is None and spec.calibration_seeds and db.get_meta("extra_seeds") is None:
+            from ecad_nodes.calibration import ChangeRecorder
+            recorder = ChangeRecorder()  # the references are quick calibration's uncached runs: no extra images
+        with recorder.recording() if recorder else contextlib.nullcontext():
+            full = evaluator.prepare(stored)
+        seeds = seed_stage(spec, codec, backend, db, extra_seeds, calibration=(recorder, evaluator))
+        if stored is None:  # after the seeds: a run directory with references has its seeds
             db.put_references(evaluator.references_record())
         say(f"no caching: {metric.short_name} {full.quality:.3f}, {evaluator.full_macs / 1e9:.4g} GMACs/image "
             f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; "
@@ -212,9 +218,10 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
 
 # ---------------------------------------------------------------- stages
 
-def seed_stage(spec: RunSpec, codec, backend, db, extra_seeds: ExtraSeeds) -> list:
-    """The extra seeds of the first generation: ``--warm-start``'s and the caller's, made once per run directory and
-    kept there (``run`` key ``extra_seeds``), so a resumed run needs neither the file's contents nor renders."""
+def seed_stage(spec: RunSpec, codec, backend, db, extra_seeds: ExtraSeeds, calibration=None) -> list:
+    """The extra seeds of the first generation: ``--warm-start``'s, quick calibration's (``calibration``: a
+    ``ChangeRecorder`` that recorded the references' render, and the evaluator) and the caller's, made once per run
+    directory and kept there (``run`` key ``extra_seeds``), so a resumed run needs neither files nor renders."""
     from .genome import pack, unpack
     from .seeding import Seed
     stored = db.get_meta("extra_seeds")
@@ -224,6 +231,13 @@ def seed_stage(spec: RunSpec, codec, backend, db, extra_seeds: ExtraSeeds) -> li
     if spec.warm_start:
         from . import warm_start
         seeds += warm_start.seeds(spec.warm_start, codec)
+    recorder, evaluator = calibration or (None, None)
+    if recorder is not None:
+        from .calibrate import greedy_candidates
+        pricing = evaluator.image_cost if spec.cost != "latency" else backend.image_cost(attention_matmuls=False)
+        seeds += [Seed(f"quick calibration: greedy ({g.kind}) at {100 * g.budget:.0f}% of the block MACs",
+                       codec.genome(g.mask.with_first_step_computed()))
+                  for g in greedy_candidates(recorder.changes(), pricing, backend)]
     seeds += list(extra_seeds(backend) if callable(extra_seeds) else extra_seeds)
     db.set_meta("extra_seeds", [[s.origin, pack(s.genome).hex()] for s in seeds])
     return seeds
@@ -350,6 +364,7 @@ def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: in
                    "budget_images": spec.budget_images, "paired_scoring": spec.paired,
                    "racing": settings.racing, "surrogate": settings.surrogate,
                    **({"warm_start": settings.warm_start} if settings.warm_start else {}),
+                   "calibration_seeds": settings.calibration_seeds,
                    **({"extra_seeds": settings.extra_seeds} if settings.extra_seeds else {})},
         **extra,
     }

@@ -47,6 +47,7 @@ class RunSettings:
     racing: Optional[dict[str, Any]]   # screen images and margin; None: every candidate on every image
     surrogate: Optional[dict[str, Any]]  # pool, evaluations, agreement threshold; None: plain NSGA-II offspring
     warm_start: Optional[dict[str, Any]]  # the seeding file's name and digest
+    calibration_seeds: bool            # quick calibration's greedy schedules in the first generation
     extra_seeds: Optional[str]         # digest of seeds a caller added (e.g. quick calibration's schedules)
 
     @classmethod
@@ -67,7 +68,8 @@ class RunSettings:
                    if spec.racing and spec.race_images < images else None,
                    surrogate={"pool": spec.surrogate_pool, "evaluations": spec.surrogate_evaluations,
                               "min_tau": spec.surrogate_min_tau} if spec.surrogate else None,
-                   warm_start=identity(spec.warm_start) if spec.warm_start else None, extra_seeds=extra_seeds)
+                   warm_start=identity(spec.warm_start) if spec.warm_start else None,
+                   calibration_seeds=spec.calibration_seeds, extra_seeds=extra_seeds)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -154,6 +154,10 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warm-start", metavar="FILE",
                    help="seed the first generation with the points of this schedule file: another model of the same "
                         "family, another step count (mapped by relative position), another size")
+    g.add_argument("--calibration-seeds", action=argparse.BooleanOptionalAction, default=True,
+                   help="seed the first generation with quick calibration's greedy schedules, made from each "
+                        "component's output change recorded while the uncached references render (no extra images; "
+                        "see python -m optimizer.calibrate) (default: on)")
 
     g = parser.add_argument_group("fewer images for the same frontier")
     g.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
@@ -224,6 +228,7 @@ class RunSpec:
     mutation_bits: float = 1.0
     step_move_prob: float = 0.25
     warm_start: Optional[Path] = None
+    calibration_seeds: bool = False
     budget_images: Optional[int] = None
     # fewer images for the same frontier
     paired: bool = True
@@ -319,6 +324,7 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         cost=option("cost", "macs"), resume=bool(option("resume", False)),
         progress=False if option("no_progress", False) else None,
         paired=bool(option("paired", True)), racing=bool(option("racing", False)),
+        calibration_seeds=bool(option("calibration_seeds", False)),
         race_margin=option("race_margin", 2.0), surrogate=bool(option("surrogate", False)),
         surrogate_pool=at_least("surrogate_pool", 300, 1), surrogate_min_tau=within("surrogate_min_tau", -1.0, 1.0, 0.3))
     values["surrogate_evaluations"] = at_least("surrogate_evaluations", max(2, values["population"] // 4))

@@ -112,7 +112,7 @@ def test_a_budget_too_small_for_the_references_and_baselines_is_refused(tmp_path
     assert not (tmp_path / "run").exists()
 
 
-BUDGETED = [*toy_args(generations=8), "--surrogate-evaluations", "4", "--budget-images", "150"]
+BUDGETED = [*toy_args(generations=8), "--surrogate-evaluations", "4", "--budget-images", "230"]
 
 
 def test_a_budgeted_run_killed_and_resumed_writes_the_uninterrupted_frontier(tmp_path):
@@ -141,17 +141,17 @@ def test_a_budgeted_run_killed_and_resumed_writes_the_uninterrupted_frontier(tmp
     assert "resuming after generation" in resumed.stdout and "references from the run directory" in resumed.stdout
     assert frontier_of(tmp_path / "killed.json") == frontier_of(tmp_path / "whole.json")
     searched = [load_schedule(tmp_path / f"{name}.json").provenance["search"] for name in ("whole", "killed")]
-    assert searched[0] == searched[1] and searched[0]["images"] <= 150
+    assert searched[0] == searched[1] and searched[0]["images"] <= 230
     # resumed again with the same budget: nothing more to render, the same file
     again = run_cli(*BUDGETED, "--run-dir", str(run_dir), "--out", str(tmp_path / "again.json"), "--resume")
     assert again.returncode == 0, again.stderr
     assert frontier_of(tmp_path / "again.json") == frontier_of(tmp_path / "whole.json")
     assert load_schedule(tmp_path / "again.json").provenance["search"]["images"] == searched[0]["images"]
     # a larger budget continues the search where the budget stopped it
-    more = run_cli(*BUDGETED[:-1], "200", "--run-dir", str(run_dir), "--out",
+    more = run_cli(*BUDGETED[:-1], "300", "--run-dir", str(run_dir), "--out",
                    str(tmp_path / "more.json"), "--resume")
     assert more.returncode == 0, more.stderr
-    assert 150 < load_schedule(tmp_path / "more.json").provenance["search"]["images"] <= 200
+    assert 230 < load_schedule(tmp_path / "more.json").provenance["search"]["images"] <= 300
 
 
 def test_the_generations_log_reports_images_and_hypervolume(tmp_path):
@@ -354,3 +354,23 @@ def test_random_critic_is_deterministic_and_not_maximised_by_the_uncached_image(
     cached = [search.evaluator.evaluate(codec.mask(s.genome)).quality for s in initial_population(codec, 6, 0)]
     assert max(cached) > uncached  # some cached schedule scores higher: no caching is not the optimum
     db.close()
+
+
+def test_quick_calibration_seeds_the_first_generation_without_extra_images(tmp_path):
+    def generation_zero(*extra: str) -> tuple[list[str], int]:
+        run_dir = tmp_path / f"run{len(extra)}"
+        done = run_cli(*toy_args(generations=0), *extra, "--run-dir", str(run_dir), "--out", str(run_dir / "out.json"))
+        assert done.returncode == 0, done.stderr
+        db = sqlite3.connect(run_dir / "run.sqlite")
+        origins = [o for (o,) in db.execute("SELECT origin FROM evaluations WHERE generation = 0")]
+        evaluated = db.execute("SELECT SUM(images) FROM evaluations").fetchone()[0]
+        db.close()
+        searched = load_schedule(run_dir / "out.json").provenance["search"]
+        # the changes were recorded while the 6 references rendered: nothing else was rendered
+        assert searched["images"] == 6 + evaluated
+        return origins, searched
+
+    with_seeds, searched = generation_zero()
+    assert any(o.startswith("quick calibration: greedy") for o in with_seeds) and searched["calibration_seeds"] is True
+    without, _ = generation_zero("--no-calibration-seeds")
+    assert not any(o.startswith("quick calibration") for o in without)
