@@ -374,12 +374,13 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     from .run_dir import setup_problems
     problems.extend(setup_problems(run_dir, values["resume"]))
 
+    warm_start_problem = None
     if option("warm_start"):
         from .warm_start import family_problem
         values["warm_start"] = Path(option("warm_start"))
-        problem = family_problem(values["warm_start"], preset.family)
-        if problem:
-            problems.append(problem)
+        warm_start_problem = family_problem(values["warm_start"], preset.family)
+        if warm_start_problem:
+            problems.append(str(warm_start_problem))
     budget = option("budget_images")
     if budget is not None:
         values["budget_images"] = budget
@@ -400,6 +401,8 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
             find_files(comfyui=spec.comfy_root, **spec.metric_options)
         except MetricUnavailable as e:
             problems.append(str(e))
+    if warm_start_problem and problems == [str(warm_start_problem)]:
+        raise warm_start_problem  # alone: "<file>: <problem>", as when its blocks do not fit the loaded model
     if problems:
         raise SetupError("cannot start:\n  - " + "\n  - ".join(p.replace("\n", "\n    ") for p in problems))
     return spec

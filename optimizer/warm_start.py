@@ -30,14 +30,15 @@ def read(path: Path) -> ScheduleFile:
         raise InputFileError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
 
 
-def family_problem(path: Path, family: str) -> Optional[str]:
+def family_problem(path: Path, family: str) -> Optional[InputFileError]:
     """Why the file cannot seed a run of ``family`` (found before the model is loaded), or None."""
     try:
         schedule = read(path)
     except InputFileError as e:
-        return str(e)
+        return e
     if schedule.family != family:
-        return f"{path}: --warm-start: it holds schedules for model family '{schedule.family}', not '{family}'"
+        return InputFileError(path, f"--warm-start: it holds schedules for model family '{schedule.family}', not "
+                                    f"'{family}'")
     return None
 
 

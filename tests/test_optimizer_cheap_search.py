@@ -320,11 +320,15 @@ def test_warm_start_from_a_file_of_another_layout_is_a_clear_error(tmp_path):
     other_family = _toy_file(tmp_path / "flux.json", blocks=4, steps=8, family="flux")
     done = run_cli(*toy_args(), "--warm-start", str(other_family), "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"{other_family}: --warm-start: it holds schedules for model family 'flux', not 'toy'" in done.stderr
+    assert done.stderr.startswith(f"error: {other_family}: --warm-start: it holds schedules for model family 'flux', "
+                                  "not 'toy'"), done.stderr  # found before anything is loaded
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{")
     done = run_cli(*toy_args(), "--warm-start", str(garbage), "--run-dir", str(tmp_path / "run"))
-    assert done.returncode == 2 and f"{garbage}: " in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {garbage}: ") and "Traceback" not in done.stderr
+    # with other problems, it is listed with them
+    done = run_cli(*toy_args(), "--warm-start", str(garbage), "--steps", "1", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "error: cannot start:" in done.stderr and f"  - {garbage}: " in done.stderr
 
 
 def test_warm_start_maps_another_step_count_into_the_first_generation(tmp_path):
