@@ -188,7 +188,7 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
         evaluations = db.all()
         points = frontier_stage(evaluations, baselines, codec, spec.frontier_size)
         before = ledger.used
-        provenance_extra = measure_stage(spec, backend, metric, items, points, baselines)
+        provenance_extra = measure_stage(spec, backend, metric, items, points, baselines, say)
         db.add_measured_images(ledger.used - before)
         db.sync()
         images = db.images()
@@ -321,24 +321,36 @@ def frontier_stage(evaluations: Sequence, baselines: Sequence, codec, frontier_s
             for n, e in zip(names, chosen)]
 
 
-def measure_stage(spec: RunSpec, backend, metric, items, points, baselines) -> dict[str, Any]:
+def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
     """Latency (``--measure-latency``) and held-out quality (``--holdout``) of the points and baselines, in place;
-    returns what the provenance records about them."""
+    returns what the provenance records about them. A measurement the image budget cannot pay for in full (one a
+    resumed run repeats after the budget went to the search) is left out, and the run says so."""
+    from .budget import BudgetExhausted
     from .calibration import items_hash, seed_range
     from .evaluate import Evaluator, measure_latency
+    schedules = [*points, *baselines]
     if spec.measure_latency:
-        timed = {p.name: p.mask for p in [*points, *baselines]}
-        seconds = measure_latency(backend, {"no caching": None, **timed}, items[:LATENCY_IMAGES], spec.measure_latency)
-        for p in [*points, *baselines]:
-            p.latency_ms = 1e3 * seconds[p.name]
-            p.speedup = seconds["no caching"] / seconds[p.name]
+        try:
+            seconds = measure_latency(backend, {"no caching": None, **{p.name: p.mask for p in schedules}},
+                                      items[:LATENCY_IMAGES], spec.measure_latency)
+            for p in schedules:
+                p.latency_ms = 1e3 * seconds[p.name]
+                p.speedup = seconds["no caching"] / seconds[p.name]
+        except BudgetExhausted as e:
+            say(f"latency not measured: {e}")
     if not spec.holdout_prompts:
         return {}
     held = spec.holdout_items()
     checker = Evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
-    checker.prepare()
-    for p in [*points, *baselines]:
-        p.holdout_quality = checker.evaluate(p.mask).quality
+    try:
+        checker.prepare()
+        qualities = [checker.evaluate(p.mask).quality for p in schedules]
+    except BudgetExhausted as e:
+        say(f"held-out quality not measured: {e}")
+        return {}
+    for p, quality in zip(schedules, qualities):
+        p.holdout_quality = quality
     return {"holdout": {"num_prompts": len(spec.holdout_prompts), "images_per_prompt": spec.images_per_prompt,
                         "seeds": seed_range(held), "prompts_hash": items_hash(held)}}
 

@@ -147,6 +147,11 @@ def test_a_budgeted_run_killed_and_resumed_writes_the_uninterrupted_frontier(tmp
     assert again.returncode == 0, again.stderr
     assert frontier_of(tmp_path / "again.json") == frontier_of(tmp_path / "whole.json")
     assert load_schedule(tmp_path / "again.json").provenance["search"]["images"] == searched[0]["images"]
+    # a measurement the spent budget cannot pay for is left out, the file still written
+    timed = run_cli(*BUDGETED, "--measure-latency", "1", "--run-dir", str(run_dir), "--out",
+                    str(tmp_path / "timed.json"), "--resume")
+    assert timed.returncode == 0 and "latency not measured: the image budget is spent" in timed.stdout, timed.stderr
+    assert load_schedule(tmp_path / "timed.json").provenance["search"]["images"] <= 230
     # a larger budget continues the search where the budget stopped it
     more = run_cli(*BUDGETED[:-1], "300", "--run-dir", str(run_dir), "--out",
                    str(tmp_path / "more.json"), "--resume")
