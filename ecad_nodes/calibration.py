@@ -4,17 +4,18 @@ Quick calibration starts from uncached sampling runs. During such a run a ``Reco
 computes every component at every step, like an all-compute schedule, but routes each of them
 through the runtime (no all-compute fast path: hooks and mirrored block forwards call
 ``component``/``component_if_needed`` for every component, internal ones included). Each output is
-compared with the same component's output at the previous step, per conditioning stream (the rows
-the call holds for that stream):
+compared with the same component's outputs at the ``lags`` steps before, per conditioning stream
+(the rows the call holds for that stream):
 
-    change(step s, component) = ‖y_s − y_(s−1)‖₁ / ‖y_(s−1)‖₁        (relative L1)
+    change(lag k, step s, component) = ‖y_s − y_(s−k)‖₁ / ‖y_(s−k)‖₁        (relative L1)
 
-This is what reusing the output of step s−1 at step s would get wrong, relative to the output's
-size. Only the previous step's output of each component and stream is kept, and of it a fixed,
-evenly strided subset of at most ``SAMPLE_ELEMENTS`` values (float32): at most 256 KiB per
-component and stream, e.g. about 85 MiB for FLUX.1-dev with CFG, whatever the image size. Changes
-are summed on the model's device and read back once, when the run ends, so recording adds no
-device synchronisation per component.
+This is what reusing at step s the output computed at step s−k gets wrong, relative to the
+output's size (several steps apart it is measured, not summed from one-step changes, which would
+overstate it wherever outputs move back and forth). Only the last ``lags`` steps' outputs of each
+component and stream are kept, and of each a fixed, evenly strided subset of at most
+``SAMPLE_ELEMENTS`` values (float32, 128 KiB): with the default 4 lags about 110 MiB for FLUX.1-dev
+without CFG, 215 MiB with, whatever the image size. Changes are summed on the model's device and
+read back once, when the run ends, so recording adds no device synchronisation per component.
 
 Components that never go through the runtime (a block whose mirrored forward is not trusted on
 this ComfyUI computes its components without a submodule of their own unrouted) have no recorded
@@ -26,7 +27,8 @@ patching for ComfyUI models, the optimizer's toy sampler)::
     recorder = ChangeRecorder()
     with recorder.recording():
         ...sample the model patched with an all-compute schedule...
-    changes = recorder.changes()     # ComponentChanges: mean change per (step, bit) over runs and streams
+    changes = recorder.changes()     # ComponentChanges: mean change per (lag, step, bit) over runs and streams
+    staleness = changes.staleness()  # (bit, from step, to step), what ``ecad_nodes.greedy`` takes
 """
 from __future__ import annotations
 
@@ -203,11 +205,11 @@ class ComponentChanges:
         out[0] = 0.0
         return out
 
-    def staleness(self, absolute: bool = False) -> np.ndarray:
+    def staleness(self) -> np.ndarray:
         """(bits, steps, steps): ``S[b, a, u]``, how far component b's output at step u is from its output at step a < u
-        (what reusing at u the output computed at a gets wrong), relative to the output's size at a; with
-        ``absolute``, in the output's own units (times its mean absolute value at a). Measured up to ``lags`` steps
-        apart; farther, the distance to step u − 1 plus the change from u − 1 to u. NaN where unknown; 0 for u ≤ a."""
+        (what reusing at u the output computed at a gets wrong), relative to the output's size at a. Measured up to
+        ``lags`` steps apart; farther, the distance to step u − 1 plus the change from u − 1 to u. NaN where unknown;
+        0 for u ≤ a."""
         lags, steps, bits = self.change.shape
         s = np.zeros((bits, steps, steps))
         for u in range(1, steps):
@@ -216,10 +218,6 @@ class ComponentChanges:
                 measured = self.change[lag - 1, u] if lag <= lags else np.full(bits, np.nan)
                 extended = s[:, a, u - 1] + self.change[0, u] if lag > 1 else np.full(bits, np.nan)
                 s[:, a, u] = np.where(np.isnan(measured), extended, measured)
-        if absolute:
-            if self.size is None:
-                raise ValueError("absolute staleness needs the outputs' sizes, which these changes do not have")
-            s = s * self.size.T[:, :, None]
         return s
 
 

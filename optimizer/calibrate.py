@@ -31,6 +31,7 @@ import numpy as np
 
 from ecad_nodes.greedy import DEFAULT_BUDGETS
 
+from .pipeline import BASELINE_EVERY
 from .spec import (RunSpec, SetupError, add_calibration_options, add_model_options, add_objective_options,
                    add_output_options, add_preset_option, add_sampling_options, model_kind, preset_lines,
                    spec_from_args)
@@ -116,8 +117,9 @@ def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Ca
 
     from .budget import ImageLedger, MeteredBackend
     from .evaluate import Evaluator
+    from .genome import GenomeCodec
     from .metrics import MetricUnavailable, make_metric
-    from .pipeline import set_threads
+    from .pipeline import baseline_genomes, set_threads
 
     items = calibration_items(spec)
     set_threads(spec)
@@ -128,7 +130,8 @@ def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Ca
     ledger = ImageLedger()
     model = model_kind(spec.preset).open(spec)
     backend = MeteredBackend(model, ledger)
-    progress = _progress(spec, len(items) * (2 + 3 * len(budgets)), ledger, say)
+    fora = [every for every in BASELINE_EVERY if every < spec.steps]
+    progress = _progress(spec, len(items) * (1 + 3 * len(budgets) + len(fora)), ledger, say)
     try:
         try:
             metric = make_metric(spec.metric, **spec.metric_kwargs())
@@ -143,16 +146,14 @@ def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Ca
         say(f"no caching: {metric.short_name} {full.quality:.3f}, {evaluator.full_macs / 1e9:.4g} GMACs/image "
             f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; component changes recorded "
             f"over {changes.runs} run(s)")
-        pricing = evaluator.image_cost if spec.cost != "latency" else backend.image_cost(attention_matmuls=False)
-        candidates = greedy_candidates(changes, pricing, backend, budgets)
+        # priced in MACs whatever the cost objective (with --cost latency, the linear layers'): the greedy needs them
+        candidates = greedy_candidates(changes, evaluator.image_cost, backend, budgets)
+        progress.set_total(ledger.used + len(items) * (len(candidates) + len(fora)))
         verified = [Verified(f"greedy ({g.kind}) at {100 * g.budget:.0f}% of the block MACs", g.mask,
                              evaluator.evaluate(g.mask)) for g in candidates]
-        from .pipeline import baseline_genomes
-        from .genome import GenomeCodec
         codec = GenomeCodec(backend.layout, spec.steps)
         baselines = [Verified(name, codec.mask(genome), evaluator.evaluate(codec.mask(genome)))
                      for name, genome in baseline_genomes(spec, codec, backend.layout).items()]
-        progress.set_total(ledger.used)
         return _write(spec, budgets, backend, evaluator, metric, items, full, changes, verified, baselines, ledger,
                       time.perf_counter() - started, say)
     finally:
@@ -174,7 +175,7 @@ def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, 
     from ecad_nodes.schedule_io import save_schedule
 
     from .calibration import items_hash, seed_range
-    from .pipeline import device_label, measure_stage, now, short_hash, where_listed
+    from .pipeline import device_label, measure_stage, now, where_listed
     from .report import ResultPoint, pareto_front, plot, point_names, schedule_file, select_points, table
     from .settings import TOOL_VERSION
 
@@ -203,8 +204,7 @@ def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, 
         "metric": spec.metric, "cost": spec.cost, "mac_convention": evaluator.image_cost.convention,
         "search": {"algorithm": ALGORITHM, "budgets": sorted({float(b) for b in budgets}, reverse=True),
                    "recorded_runs": changes.runs, "lags": changes.lags, "schedules_verified": len(verified),
-                   "evaluations": len(everything), "images": ledger.used, "seed": spec.seed,
-                   "model_hash": short_hash(identity)},
+                   "evaluations": len(everything), "images": ledger.used, "seed": spec.seed},
         **measured,
     }
     schedule = schedule_file(backend.family, backend.variant, backend.layout, spec.steps, points, base_points,
