@@ -22,6 +22,7 @@ import argparse
 import gc
 import shlex
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,11 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m optimizer.calibrate",
         description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog="presets:\n" + preset_lines() + "\n\nDefaults that differ from optimizer.run: --num-prompts "
-               f"{QUICK_PROMPTS} (or the preset's, if fewer), --images-per-prompt {QUICK_IMAGES_PER_PROMPT}, --run-dir "
-               "runs/<preset>-calibrated, --out schedules/<preset>-calibrated.json (toy: in the run directory). --seed "
-               "also picks the images' noise: seed s renders the s-th block of as many seeds as images (0: the "
-               "seeds optimizer.run renders). See docs/optimizer.md, \"Quick calibration\".",
+        epilog="presets:\n" + preset_lines() + "\n\n" + textwrap.fill(
+            f"Defaults that differ from optimizer.run: --num-prompts {QUICK_PROMPTS} (or the preset's, if fewer), "
+            f"--images-per-prompt {QUICK_IMAGES_PER_PROMPT}, --run-dir runs/<preset>-calibrated, --out "
+            "schedules/<preset>-calibrated.json (toy: in the run directory). --seed also picks the images' noise: "
+            "seed s renders the s-th block of as many seeds as images (0: the seeds optimizer.run renders). See "
+            "docs/optimizer.md, \"Quick calibration\".", width=100, break_on_hyphens=False),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_preset_option(p)
     add_model_options(p)
