@@ -50,3 +50,15 @@ def assert_ran_as_planned(report: RunReport, planned: np.ndarray, streams: int, 
         np.testing.assert_array_equal(computed, expected, err_msg=f"stream {stream}: computations differ from the plan")
         np.testing.assert_array_equal(reused, (~planned).astype(np.int64) * evals[:, None],
                                       err_msg=f"stream {stream}: reuses differ from the plan")
+
+
+_BUILT: dict[str, tuple] = {}
+
+
+def built_tiny(name: str) -> tuple:
+    """``(spec, model)`` of the registry's tiny model ``name``, built once per test session (seed 0)."""
+    from ecad_nodes.registry import tiny_models
+    if name not in _BUILT:
+        spec = tiny_models()[name].model
+        _BUILT[name] = spec, spec.build(seed=0)
+    return _BUILT[name]

@@ -28,7 +28,7 @@ from family_checks import (FORA2, apply, assert_all_compute_is_identical, assert
                            assert_flops_follow_the_cost_model, assert_fora2_behaviour,
                            assert_internal_outputs_are_cached_only_for_their_consumers, assert_runs_as_planned,
                            layout_of, random_choice)
-from support import assert_ran_as_planned, last_report, packed, sample
+from support import assert_ran_as_planned, built_tiny, last_report, packed, sample
 
 pytestmark = pytest.mark.comfy
 
@@ -55,15 +55,11 @@ WITH_INTERNAL = _models_with(lambda a: any(c.feeds for g in a.groups for c in g.
                              lambda a, dm, layout: bool(a.consumers(layout)))
 WITH_MIRRORS = _models_with(lambda a: any(g.mirrors for g in a.groups),
                             lambda a, dm, layout: bool(a.mirrored_blocks(dm, layout)))
-_BUILT: dict[str, tuple] = {}
 
 
 def _tiny(name: str):
     """(name, spec, model, size), each model built once per session."""
-    if name not in _BUILT:
-        spec = tiny_models()[name].model
-        _BUILT[name] = (spec, spec.build(seed=0))
-    spec, model = _BUILT[name]
+    spec, model = built_tiny(name)
     return name, spec, model, spec.test_size
 
 

@@ -13,19 +13,10 @@ from ecad_nodes.registry import tiny_models
 from ecad_nodes.schedule import Mask
 from family_checks import (apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched,
                            assert_runs_as_planned, layout_of)
-from support import last_report, sample
+from support import built_tiny, last_report, sample
 
 pytestmark = pytest.mark.comfy
 
-_BUILT: dict[str, tuple] = {}
-
-
-def tiny(name: str) -> tuple:
-    """(spec, model) of a registry tiny model, built once (tests name the models they need: ``needs``)."""
-    if name not in _BUILT:
-        spec = tiny_models()[name].model
-        _BUILT[name] = spec, spec.build(seed=0)
-    return _BUILT[name]
 
 
 def group_reused_after_first_step(model, group: str, steps: int = 6) -> Mask:
@@ -39,7 +30,7 @@ def group_reused_after_first_step(model, group: str, steps: int = 6) -> Mask:
 @pytest.mark.parametrize("name", ["lumina2", "z-image"])
 def test_reusing_the_context_refiner_is_exact_and_reusing_the_noise_refiner_is_not(name):
     """The context refiner sees only the prompt, the same at every step, so its cached outputs are its outputs."""
-    spec, model = tiny(name)
+    spec, model = built_tiny(name)
     kwargs = dict(cfg=4.0, width=spec.test_size, height=spec.test_size)
     reference = sample(model, spec, **kwargs)
     context_reused = apply(model, ScheduleChoice.of_mask("context", group_reused_after_first_step(model, "context_refiner")))
@@ -55,7 +46,7 @@ def test_reusing_the_context_refiner_is_exact_and_reusing_the_noise_refiner_is_n
 def test_a_padded_prompt_runs_bit_identically_with_its_attention_mask():
     """Lumina 2's prompt mask (ComfyUI v0.3.x masks the padding out of the attention; later versions ignore it):
     cond and uncond of different lengths run in separate calls, the uncond padded."""
-    spec, model = tiny("lumina2")
+    spec, model = built_tiny("lumina2")
     negative = spec.conditioning(2, tokens=16, padding=5)
     kwargs = dict(cfg=4.0, width=spec.test_size, height=spec.test_size, negative=negative)
     assert_all_compute_is_identical(model, spec, **kwargs)
@@ -75,7 +66,7 @@ def with_reference_latent(spec, seed: int, tokens=None) -> list:
 @pytest.mark.needs("z-image")
 def test_z_image_with_a_reference_latent_caches_exactly_and_never_writes_into_the_cache(monkeypatch):
     from ecad_nodes.families.lumina import _padded
-    spec, model = tiny("z-image")
+    spec, model = built_tiny("z-image")
     kwargs = dict(cfg=3.0, width=spec.test_size, height=spec.test_size, positive=with_reference_latent(spec, 1),
                   negative=with_reference_latent(spec, 2, tokens=5))
     dm = model.model.diffusion_model
@@ -102,8 +93,6 @@ def _no_siglip_refiner():
 
 @pytest.mark.needs("z-image", _no_siglip_refiner)
 def test_z_image_omni_with_a_siglip_refiner_is_refused_by_name():
-    import inspect
-
     import comfy.ops
     from comfy.ldm.lumina.model import NextDiT
     from ecad_nodes.families import UnsupportedModelError, adapter_named

@@ -10,28 +10,19 @@ import pytest
 import torch
 
 from ecad_nodes.choice import ScheduleChoice
-from ecad_nodes.registry import tiny_models
 from ecad_nodes.schedule import Mask
 from family_checks import apply, assert_all_compute_is_identical, assert_cached_outputs_stay_untouched, layout_of
-from support import sample
+from support import built_tiny, sample
 
 pytestmark = pytest.mark.comfy
 
-_BUILT: dict[str, tuple] = {}
-
-
-def tiny(name: str) -> tuple:
-    if name not in _BUILT:
-        spec = tiny_models()[name].model
-        _BUILT[name] = spec, spec.build(seed=0)
-    return _BUILT[name]
 
 
 def test_groups_follow_the_blocks_and_one_mirror_routes_each_block():
     """Blocks 0 (MMDiT-X) and 1 are joint blocks, block 2 (pre-only text) the last; block 0's mirror routes its
     joint-block bits and its attn2 bit from the MMDiT-X group."""
     from ecad_nodes.families import adapter_for
-    spec, model = tiny("sd3")
+    spec, model = built_tiny("sd3")
     dm = model.model.diffusion_model
     adapter = adapter_for(model.model)
     layout = layout_of(model)
@@ -63,7 +54,7 @@ def test_the_pre_only_last_block_costs_less_than_the_others():
     """Its attention projects only the image stream's output, and it has no text MLP; attn2 only where it exists."""
     from ecad_nodes.families import adapter_for
     from ecad_nodes.families.base import CallTokens
-    spec, model = tiny("sd3")
+    spec, model = built_tiny("sd3")
     dm = model.model.diffusion_model
     costs = adapter_for(model.model).costs(dm, CallTokens(image=16, text=16))
     layout, h = costs.layout, spec.hidden
@@ -79,7 +70,7 @@ def test_the_pre_only_last_block_costs_less_than_the_others():
 def test_a_controlnet_adding_to_the_image_stream_does_not_touch_the_cache(monkeypatch):
     """SD3's ControlNet path adds in place (``x += add``) to what each block returns; that must never be a cached tensor."""
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
-    spec, model = tiny("sd3")
+    spec, model = built_tiny("sd3")
     calls = []
     original = mmdit.MMDiT.forward_core_with_concat
 
@@ -98,7 +89,7 @@ def test_a_controlnet_adding_to_the_image_stream_does_not_touch_the_cache(monkey
 def test_a_reused_joint_attention_yields_both_streams_and_attn2_computes_on_its_own(monkeypatch):
     """Reusing block 0's joint attention keeps its text and image outputs; its attn2 still computes every step."""
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
-    spec, model = tiny("sd3")
+    spec, model = built_tiny("sd3")
     layout = layout_of(model)
     bits = np.ones((6, layout.bits_per_step), dtype=bool)
     bits[[1, 2, 4, 5], layout.bit("joint_blocks", 0, "attn")] = False  # block 0's joint attention: steps 0 and 3 only
@@ -121,8 +112,8 @@ def test_a_reused_joint_attention_yields_both_streams_and_attn2_computes_on_its_
 
 def test_a_schedule_for_plain_blocks_cannot_drive_an_mmdit_x_model_and_the_error_names_the_groups():
     from ecad_nodes.schedule import ScheduleError
-    _, plain = tiny("sd3-medium")
-    _, mmdit_x = tiny("sd3")
+    _, plain = built_tiny("sd3-medium")
+    _, mmdit_x = built_tiny("sd3")
     layout = layout_of(plain)
     choice = ScheduleChoice.of_mask("for-sd3-medium", Mask(layout, np.ones((4, layout.bits_per_step), bool)))
     with pytest.raises(ScheduleError, match="mmdit_x_blocks"):
