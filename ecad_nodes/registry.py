@@ -129,8 +129,9 @@ def tiny_models() -> dict[str, TinyEntry]:
     return found
 
 
-def preset(name: str) -> Preset:
-    presets = all_presets()
+def preset(name: str, presets: Optional[dict[str, Preset]] = None) -> Preset:
+    """The preset named ``name`` among ``presets`` (default: the registry's); a KeyError lists the known ones."""
+    presets = all_presets() if presets is None else presets
     if name not in presets:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}")
     return presets[name]

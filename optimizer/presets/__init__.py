@@ -22,7 +22,4 @@ def all_presets() -> dict[str, Preset]:
 
 
 def preset(name: str) -> Preset:
-    presets = all_presets()
-    if name not in presets:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}")
-    return presets[name]
+    return registry.preset(name, all_presets())
