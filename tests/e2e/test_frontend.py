@@ -1,4 +1,5 @@
-"""The web extension in ComfyUI's real frontend (comfyui-frontend-package 1.27.10), in headless Chromium.
+"""The web extension in ComfyUI's real frontend, in headless Chromium: the frontend package the ComfyUI under test
+pins (1.27.x for v0.3.64, 1.43.x for v0.20.1; scripts/dev.sh installs each in its own venv).
 
 Starts ``main.py --cpu`` from COMFYUI_PATH with this pack and two made-up schedule files, adds "ECAD Load
 Schedule" to the canvas, switches files through the combo's own menu, clicks and hovers the plot, refreshes
