@@ -34,8 +34,8 @@ from ecad_nodes.greedy import DEFAULT_BUDGETS
 
 from .pipeline import BASELINE_EVERY
 from .spec import (RunSpec, SetupError, add_calibration_options, add_model_options, add_objective_options,
-                   add_output_options, add_preset_option, add_sampling_options, model_kind, preset_lines,
-                   spec_from_args)
+                   add_output_options, add_preset_option, add_sampling_options, add_worker_options, model_kind,
+                   preset_lines, spec_from_args)
 
 QUICK_PROMPTS = 8                  # default calibration prompts (the preset's, if it has fewer)
 QUICK_IMAGES_PER_PROMPT = 1
@@ -114,35 +114,36 @@ def calibration_items(spec: RunSpec):
 
 
 def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Callable[[str], None] = print) -> CalibrationResult:
-    from ecad_nodes.calibration import ChangeRecorder
+    from .pipeline import device_label, set_threads, worker_pool
 
-    from .budget import ImageLedger, MeteredBackend
-    from .evaluate import Evaluator
-    from .genome import GenomeCodec
-    from .metrics import MetricUnavailable, make_metric
-    from .pipeline import baseline_genomes, set_threads
-
-    items = calibration_items(spec)
     set_threads(spec)
     say(f"ECAD quick calibration: preset {spec.preset.name}, {len(spec.prompts)} prompts × {spec.images_per_prompt} "
         f"images, {spec.steps} steps at {spec.width}×{spec.height}, metric {spec.metric}, cost {spec.cost}")
     say(f"run directory: {spec.run_dir}   schedule file: {spec.out}")
+    with worker_pool(spec, say) as workers:
+        return _calibrate(spec, budgets, say, workers, workers.device if workers else device_label(spec))
+
+
+def _calibrate(spec: RunSpec, budgets: Sequence[float], say, workers, device: str) -> CalibrationResult:
+    from ecad_nodes.calibration import ChangeRecorder
+
+    from .budget import ImageLedger, MeteredBackend
+    from .evaluate import make_evaluator
+    from .genome import GenomeCodec
+    from .pipeline import baseline_genomes, open_model
+
+    items = calibration_items(spec)
     started = time.perf_counter()
     ledger = ImageLedger()
-    model = model_kind(spec.preset).open(spec)
+    model, metric = open_model(spec, workers)
     backend = MeteredBackend(model, ledger)
     fora = [every for every in BASELINE_EVERY if every < spec.steps]
     progress = _progress(spec, len(items) * (1 + 3 * len(budgets) + len(fora)), ledger, say)
     try:
-        try:
-            metric = make_metric(spec.metric, **spec.metric_kwargs())
-        except MetricUnavailable as e:
-            raise SetupError(str(e)) from None
         say(backend.describe())
-        evaluator = Evaluator(backend, metric, items, spec.cost)
+        evaluator = make_evaluator(backend, metric, items, spec.cost)
         recorder = ChangeRecorder()
-        with recorder.recording():  # the references, rendered once, are the recorded runs
-            full = evaluator.prepare()
+        full = evaluator.prepare(recorder=recorder)  # the references, rendered once, are the recorded runs
         changes = recorder.changes()
         say(f"no caching: {metric.short_name} {full.quality:.3f}, {evaluator.full_macs / 1e9:.4g} GMACs/image "
             f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; component changes recorded "
@@ -156,7 +157,7 @@ def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Ca
         baselines = [Verified(name, codec.mask(genome), evaluator.evaluate(codec.mask(genome)))
                      for name, genome in baseline_genomes(spec, codec, backend.layout).items()]
         return _write(spec, budgets, backend, evaluator, metric, items, full, changes, verified, baselines, ledger,
-                      time.perf_counter() - started, say)
+                      time.perf_counter() - started, say, device)
     finally:
         progress.close()
         model.close()
@@ -172,11 +173,11 @@ def _progress(spec: RunSpec, estimate: int, ledger, say):
 
 
 def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, items, full, changes, verified,
-           baselines, ledger, seconds: float, say) -> CalibrationResult:
+           baselines, ledger, seconds: float, say, device: str) -> CalibrationResult:
     from ecad_nodes.schedule_io import save_schedule
 
     from .calibration import items_hash, seed_range
-    from .pipeline import device_label, measure_stage, now, where_listed
+    from .pipeline import measure_stage, now, where_listed
     from .report import ResultPoint, pareto_front, plot, point_names, schedule_file, select_points, table
     from .settings import TOOL_VERSION
 
@@ -196,7 +197,7 @@ def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, 
     identity = model_kind(spec.preset).identity(spec)
     provenance = {
         "tool": f"ComfyUI-ECAD optimizer {TOOL_VERSION}", "date": now(), "command": spec.command,
-        "preset": spec.preset.name, "model": identity, "device": device_label(spec),
+        "preset": spec.preset.name, "model": identity, "device": device,
         "sampling": {"steps": spec.steps, "sampler": spec.sampler, "scheduler": spec.scheduler, "cfg": spec.cfg,
                      "guidance": spec.guidance, "width": spec.width, "height": spec.height},
         "calibration": {"prompts": spec.prompts_source, "num_prompts": len(spec.prompts),
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_options(p)
     add_objective_options(p)
     add_output_options(p)
+    add_worker_options(p)
     g = p.add_argument_group("quick calibration")
     g.add_argument("--budgets", type=_fractions, default=DEFAULT_BUDGETS, metavar="F,F,...",
                    help="block-MAC fractions the greedy schedules are made for (default: "

@@ -12,6 +12,7 @@ images. On all images both are the plain mean.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -80,49 +81,41 @@ class Evaluator:
             raise ValueError("no calibration images: at least one prompt and one image per prompt are needed")
         self.backend, self.metric, self.items, self.cost_kind = backend, metric, list(items), cost
         self.paired = paired
-        self.prompts = [it.prompt for it in self.items]
         self.references: Optional[list[Image.Image]] = None
         self.reference_scores: Optional[np.ndarray] = None
         self.full: Optional[Evaluation] = None
         self.image_cost: Optional[ImageCost] = None
         self.full_macs = 0.0
 
-    def prepare(self, stored: Optional[References] = None) -> Evaluation:
-        """The no-caching evaluation: from ``stored`` references, else rendered (once)."""
+    def prepare(self, stored: Optional[References] = None, recorder=None) -> Evaluation:
+        """The no-caching evaluation: from ``stored`` references, else rendered (once); ``recorder``: an
+        ``ecad_nodes.calibration.ChangeRecorder`` that records that render (quick calibration)."""
         if self.full is not None:
             return self.full
-        if stored is None:
-            rendered = self.backend.render(None, self.items)
-            image_cost = self.backend.image_cost(attention_matmuls=self.cost_kind == "macs-attention")
-            self.references = rendered.images
-            start = time.perf_counter()
-            scores = self._score(rendered.images, range(len(self.items)))
-            timings = Timings(rendered.model_seconds, rendered.decode_seconds, time.perf_counter() - start)
-            latency_ms = 1e3 * rendered.model_seconds / len(self.items)
-        else:
-            if len(stored.images) != len(self.items):
-                raise ValueError(f"{len(stored.images)} stored references for {len(self.items)} calibration images")
-            image_cost, self.references, scores = stored.image_cost, list(stored.images), stored.scores
-            timings, latency_ms = stored.timings, stored.latency_ms
-        self.image_cost = image_cost
-        self.full_macs = image_cost.full_macs(self.backend.steps)
-        self.reference_scores = np.asarray(scores, dtype=np.float64)
-        self.full = Evaluation(float(np.mean(self.reference_scores)), 1.0, self.full_macs, latency_ms,
-                               self.reference_scores, timings, images=0 if stored else len(self.items))
+        made = stored if stored is not None else self._render_references(recorder)
+        if len(made.images) != len(self.items):
+            raise ValueError(f"{len(made.images)} references for {len(self.items)} calibration images")
+        self.image_cost, self.references = made.image_cost, list(made.images)
+        self.full_macs = self.image_cost.full_macs(self.backend.steps)
+        self.reference_scores = np.asarray(made.scores, dtype=np.float64)
+        self.full = Evaluation(float(np.mean(self.reference_scores)), 1.0, self.full_macs, made.latency_ms,
+                               self.reference_scores, made.timings, images=0 if stored else len(self.items))
         return self.full
+
+    # The two places where images are made: a backend that renders elsewhere brings an evaluator that does both
+    # there (``evaluator_type``, see ``make_evaluator``).
+
+    def _render_references(self, recorder=None) -> References:
+        with recorder.recording() if recorder is not None else contextlib.nullcontext():
+            return render_references(self.backend, self.metric, self.items, self.cost_kind)
+
+    def _render_and_score(self, mask: Mask, indices: Sequence[int]) -> tuple[np.ndarray, Timings]:
+        references = [self.references[i] for i in indices] if self.metric.needs_reference else None
+        return render_and_score(self.backend, self.metric, mask, [self.items[i] for i in indices], references)
 
     def references_record(self) -> References:
         full = self.prepare()
         return References(self.references, self.reference_scores, full.latency_ms, self.image_cost, full.timings)
-
-    def _score(self, images: list[Image.Image], indices: Sequence[int]) -> np.ndarray:
-        indices = list(indices)
-        references = [self.references[i] for i in indices] if self.metric.needs_reference else None
-        scores = np.asarray(self.metric.score(images, [self.prompts[i] for i in indices], references=references),
-                            dtype=np.float64)
-        if scores.shape != (len(images),):
-            raise RuntimeError(f"metric {self.metric.name} returned {scores.shape} scores for {len(images)} images")
-        return scores
 
     def estimate(self, scores: np.ndarray, items: Sequence[int]) -> float:
         """The mean score over all calibration images, estimated from ``scores`` of ``items`` (() = all)."""
@@ -154,16 +147,54 @@ class Evaluator:
         timings = Timings()
         new_scores: dict[int, float] = {}
         if todo:
-            rendered = self.backend.render(mask, [self.items[i] for i in todo])
-            start = time.perf_counter()
-            new_scores = dict(zip(todo, self._score(rendered.images, todo)))
-            timings = Timings(rendered.model_seconds, rendered.decode_seconds, time.perf_counter() - start)
+            scored, timings = self._render_and_score(mask, todo)
+            new_scores = dict(zip(todo, scored))
         scores = np.array([reused[i] if i in reused else new_scores[i] for i in wanted], dtype=np.float64)
         scored = () if len(wanted) == len(self.items) else tuple(wanted)
         macs = self.image_cost.macs(mask)
         latency_ms = (reused_ms + 1e3 * timings.model) / len(wanted)
         cost = latency_ms / full.latency_ms if self.cost_kind == "latency" else macs / self.full_macs
         return Evaluation(self.estimate(scores, scored), cost, macs, latency_ms, scores, timings, scored, len(todo))
+
+
+def make_evaluator(backend: Backend, metric, items: Sequence[CalibrationItem], cost: str = "macs",
+                   paired: bool = True) -> Evaluator:
+    """An evaluator of ``items`` on ``backend``: the backend's own kind where it has one (``evaluator_type``: the
+    Ray workers', which render and score on the actors holding the model, ``optimizer/workers.py``), else one that
+    renders and scores in this process."""
+    return getattr(backend, "evaluator_type", Evaluator)(backend, metric, items, cost, paired)
+
+
+def score_images(metric, images: Sequence[Image.Image], prompts: Sequence[str],
+                 references: Optional[Sequence[Image.Image]]) -> np.ndarray:
+    """One score per image; ``references``: the uncached images of the same prompts and seeds (for metrics that
+    compare with them)."""
+    scores = np.asarray(metric.score(images, prompts, references=references if metric.needs_reference else None),
+                        dtype=np.float64)
+    if scores.shape != (len(images),):
+        raise RuntimeError(f"metric {metric.name} returned {scores.shape} scores for {len(images)} images")
+    return scores
+
+
+def render_and_score(backend: Backend, metric, mask: Optional[Mask], items: Sequence[CalibrationItem],
+                     references: Optional[Sequence[Image.Image]]) -> tuple[np.ndarray, Timings]:
+    """``items`` rendered with ``mask`` and scored: a pure function of its arguments (every image's noise comes from
+    its own seed), wherever it runs."""
+    rendered = backend.render(mask, items)
+    start = time.perf_counter()
+    scores = score_images(metric, rendered.images, [it.prompt for it in items], references)
+    return scores, Timings(rendered.model_seconds, rendered.decode_seconds, time.perf_counter() - start)
+
+
+def render_references(backend: Backend, metric, items: Sequence[CalibrationItem], cost: str) -> References:
+    """The uncached images of ``items``, scored (against themselves, for reference metrics), the cost model the
+    render gave the backend and the no-caching latency."""
+    rendered = backend.render(None, items)
+    image_cost = backend.image_cost(attention_matmuls=cost == "macs-attention")
+    start = time.perf_counter()
+    scores = score_images(metric, rendered.images, [it.prompt for it in items], rendered.images)
+    timings = Timings(rendered.model_seconds, rendered.decode_seconds, time.perf_counter() - start)
+    return References(rendered.images, scores, 1e3 * rendered.model_seconds / len(items), image_cost, timings)
 
 
 def measure_latency(backend: Backend, masks: dict[str, Optional[Mask]], items: Sequence[CalibrationItem],

@@ -77,6 +77,36 @@ def set_threads(spec: RunSpec) -> None:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def worker_pool(spec: RunSpec, say: Callable[[str], None] = print):
+    """The Ray workers that load and run the model (``--workers``/``--ray-address``: ``optimizer/workers.py``), joined
+    before anything else because their device is one of the run's settings; None without those options, and then
+    nothing imports Ray."""
+    if not spec.distributed:
+        yield None
+        return
+    from .workers import WorkerPool
+    pool = WorkerPool.connect(spec, say)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def open_model(spec: RunSpec, workers=None) -> tuple[Any, Any]:
+    """The model's backend and the quality metric: loaded once by each worker (the pool is the backend), or here."""
+    if workers is not None:
+        workers.open()
+        return workers, workers.metric
+    from .metrics import MetricUnavailable, make_metric
+    model = model_kind(spec.preset).open(spec)
+    try:
+        return model, make_metric(spec.metric, **spec.metric_kwargs())
+    except MetricUnavailable as e:
+        model.close()
+        raise SetupError(str(e)) from None
+
+
 def metric_files(spec: RunSpec) -> dict[str, Any]:
     """Identities of the metric's weight files, part of the run's settings."""
     if spec.metric != "image_reward":
@@ -94,8 +124,7 @@ def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSee
     """The whole run of ``spec``; ``SetupError``/``DamagedRun`` for what the user must fix. ``extra_seeds_id``: what
     identifies the extra seeds in the run's settings (resuming with others is refused)."""
     from .calibration import items_hash
-    from .run_dir import check_resume, open_run
-    from .settings import RunSettings, differences
+    from .settings import RunSettings
 
     items = spec.calibration_items()
     calibration_hash = items_hash(items)
@@ -103,8 +132,17 @@ def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSee
     identity = models.identity(spec)
     set_threads(spec)
     given = [] if callable(extra_seeds) else list(extra_seeds)
-    settings = RunSettings.of(spec, identity, device_label(spec), calibration_hash, metric_files(spec),
-                              extra_seeds_id or (_seeds_digest(given) if given else None))
+    with worker_pool(spec, say) as workers:
+        settings = RunSettings.of(spec, identity, workers.device if workers else device_label(spec), calibration_hash,
+                                  metric_files(spec), extra_seeds_id or (_seeds_digest(given) if given else None))
+        return _run_in_directory(spec, settings, items, calibration_hash, identity, say, extra_seeds, workers)
+
+
+def _run_in_directory(spec: RunSpec, settings, items, calibration_hash: str, identity: dict, say, extra_seeds,
+                      workers) -> Outcome:
+    """The run in its directory, refused before anything is loaded if the directory does not fit."""
+    from .run_dir import check_resume, open_run
+    from .settings import differences
 
     # run.sqlite and checkpoint.pkl checked against each other (optimizer/run_dir.py) before anything is written
     db, checkpoint = open_run(spec.run_dir, settings.fingerprint(), short_hash(identity), calibration_hash)
@@ -120,7 +158,7 @@ def run(spec: RunSpec, say: Callable[[str], None] = print, extra_seeds: ExtraSee
             db.set_meta("settings", settings.to_json())
             db.set_meta("created", now())
         try:
-            return _run_with_database(spec, settings, items, db, say, extra_seeds)
+            return _run_with_database(spec, settings, items, db, say, extra_seeds, workers)
         except SetupError:
             if stored is None and db.images() == 0:  # a new run refused before it rendered anything leaves no run
                 db.close()
@@ -139,11 +177,10 @@ def _seeds_digest(seeds: Sequence) -> str:
     return short_hash([[s.origin, pack(s.genome).hex()] for s in seeds])
 
 
-def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: ExtraSeeds) -> Outcome:
+def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: ExtraSeeds, workers=None) -> Outcome:
     from .budget import ImageLedger, MeteredBackend, final_measurement_images
-    from .evaluate import Evaluator
+    from .evaluate import make_evaluator
     from .genome import GenomeCodec
-    from .metrics import MetricUnavailable, make_metric
     from .report import table
 
     say(f"ECAD optimizer: preset {spec.preset.name}, {len(spec.prompts)} prompts × {spec.images_per_prompt} images, "
@@ -158,23 +195,18 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
     if spec.budget_images is not None:
         say(f"image budget: {spec.budget_images} ({ledger.used} rendered before, {reserve} kept for the "
             "measurements after the search)")
-    model = model_kind(spec.preset).open(spec)
+    model, metric = open_model(spec, workers)
     backend = MeteredBackend(model, ledger)
     try:
-        try:
-            metric = make_metric(spec.metric, **spec.metric_kwargs())
-        except MetricUnavailable as e:
-            raise SetupError(str(e)) from None
         say(backend.describe())
         codec = GenomeCodec(backend.layout, spec.steps)
-        evaluator = Evaluator(backend, metric, items, spec.cost, paired=spec.paired)
+        evaluator = make_evaluator(backend, metric, items, spec.cost, paired=spec.paired)
         stored = db.references(backend.layout)
         recorder = None
         if stored is None and spec.calibration_seeds and db.get_meta("extra_seeds") is None:
             from ecad_nodes.calibration import ChangeRecorder
             recorder = ChangeRecorder()  # the references are quick calibration's uncached runs: no extra images
-        with recorder.recording() if recorder else contextlib.nullcontext():
-            full = evaluator.prepare(stored)
+        full = evaluator.prepare(stored, recorder=recorder)
         seeds = seed_stage(spec, codec, backend, db, extra_seeds, calibration=(recorder, evaluator))
         if stored is None:  # after the seeds: a run directory with references has its seeds
             db.put_references(evaluator.references_record())
@@ -182,7 +214,9 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
             f"({evaluator.image_cost.convention}), {full.latency_ms:.1f} ms/image to sample; "
             + ("references from the run directory" if stored else f"set-up took {time.perf_counter() - started:.1f} s"))
 
+        waited = workers.waiting_seconds if workers else 0.0
         search, result = search_stage(spec, settings, codec, evaluator, db, metric.short_name, say, ledger, seeds)
+        waited = workers.waiting_seconds - waited if workers else 0.0
         ledger.limit = spec.budget_images  # the measurements may use what the search left them
         baselines = baseline_stage(spec, codec, backend.layout, search, say)
         evaluations = db.all()
@@ -200,12 +234,7 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
         say("")
         say(table(points, baselines, metric.short_name, evaluator.full_macs, full.quality))
         if result.wall_seconds > 0 and result.new_evaluations:
-            overhead = result.wall_seconds - result.timings.total
-            say(f"\nsearch: {result.new_evaluations} new evaluations, {result.reused_evaluations} from the database, "
-                f"{result.wall_seconds:.1f} s: sampling {100 * result.timings.model / result.wall_seconds:.1f}%, "
-                f"decoding {100 * result.timings.decode / result.wall_seconds:.1f}%, "
-                f"scoring {100 * result.timings.metric / result.wall_seconds:.1f}%, "
-                f"optimizer {100 * overhead / result.wall_seconds:.1f}%")
+            say("\n" + time_split(result, workers, waited))
         say(f"\n{images} images rendered in all" + (f" of a budget of {spec.budget_images}" if spec.budget_images else "")
             + (" (the budget ended the search early)" if result.budget_spent else ""))
         say(f"wrote {spec.out} ({len(points)} points; {where_listed(spec.out)}) and {png}")
@@ -214,6 +243,23 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
         model.close()
         del backend, model
         gc.collect()
+
+
+def time_split(result, workers=None, waited: float = 0.0) -> str:
+    """Where the search's time went: sampling, decoding, scoring and the optimizer's own share; with workers, their
+    shares of the workers' time, and the driver's own share of the wall time (``waited``: the time it waited for
+    them; the workers idle while the driver works, so this share is what more workers cannot shorten)."""
+    wall, t = result.wall_seconds, result.timings
+    head = f"search: {result.new_evaluations} new evaluations, {result.reused_evaluations} from the database, {wall:.1f} s"
+    if workers is None:
+        return (f"{head}: sampling {100 * t.model / wall:.1f}%, decoding {100 * t.decode / wall:.1f}%, "
+                f"scoring {100 * t.metric / wall:.1f}%, optimizer {100 * (wall - t.total) / wall:.1f}%")
+    busy = max(t.total, 1e-9)
+    driver = max(0.0, wall - waited)
+    return (f"{head} on {workers.size} workers, busy {100 * t.total / (workers.size * wall):.1f}% of the time: "
+            f"sampling {100 * t.model / busy:.1f}%, decoding {100 * t.decode / busy:.1f}%, scoring "
+            f"{100 * t.metric / busy:.1f}% of their work; the driver's own work {100 * driver / wall:.1f}% of the "
+            "wall time")
 
 
 # ---------------------------------------------------------------- stages
@@ -328,7 +374,7 @@ def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
     resumed run repeats after the budget went to the search) is left out, and the run says so."""
     from .budget import BudgetExhausted
     from .calibration import items_hash, seed_range
-    from .evaluate import Evaluator, measure_latency
+    from .evaluate import make_evaluator, measure_latency
     schedules = [*points, *baselines]
     if spec.measure_latency:
         try:
@@ -342,7 +388,7 @@ def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
     if not spec.holdout_prompts:
         return {}
     held = spec.holdout_items()
-    checker = Evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
+    checker = make_evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
     try:
         checker.prepare()
         qualities = [checker.evaluate(p.mask).quality for p in schedules]

@@ -18,7 +18,8 @@ import sys
 from typing import Optional
 
 from .spec import (SetupError, add_calibration_options, add_model_options, add_objective_options, add_output_options,
-                   add_preset_option, add_sampling_options, add_search_options, preset_lines, spec_from_args)
+                   add_preset_option, add_sampling_options, add_search_options, add_worker_options, preset_lines,
+                   spec_from_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_options(p)
     add_objective_options(p)
     add_output_options(p)
+    add_worker_options(p)
     return p
 
 

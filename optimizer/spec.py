@@ -185,6 +185,20 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         "evaluations) below which plain NSGA-II offspring are used (default 0.3)")
 
 
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """Rendering and scoring on Ray workers, each holding the model (``optimizer/workers.py``)."""
+    g = parser.add_argument_group("workers (Ray; see docs/optimizer.md, \"Workers and clusters\")")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="render and score on N worker processes, each loading the model once: one per GPU of this "
+                        "machine, or CPU processes where there is none (or with --cpu); with --ray-address, N on the "
+                        "cluster (default there: one per GPU). The results are the same whatever N. Needs Ray "
+                        "(requirements-optimizer.txt)")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="run the workers on this Ray cluster (the address 'ray start --head' printed, e.g. "
+                        "10.0.0.1:6379; 'auto': the cluster this machine belongs to); every node needs ComfyUI, this "
+                        "pack and the model files at the same paths as here")
+
+
 # ---------------------------------------------------------------- the spec
 
 @dataclass(frozen=True)
@@ -246,6 +260,14 @@ class RunSpec:
     frontier_size: int = DEFAULT_FRONTIER_SIZE
     measure_latency: int = 0
     progress: Optional[bool] = None           # None: a bar when the output is a terminal
+    # workers (Ray)
+    workers: Optional[int] = None             # None: one per GPU of the cluster (--ray-address), or none at all
+    ray_address: Optional[str] = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the model is loaded and run by Ray workers (``optimizer/workers.py``) rather than this process."""
+        return self.workers is not None or self.ray_address is not None
 
     @property
     def frames(self) -> int:
@@ -328,6 +350,14 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         race_margin=option("race_margin", 2.0), surrogate=bool(option("surrogate", False)),
         surrogate_pool=at_least("surrogate_pool", 300, 1), surrogate_min_tau=within("surrogate_min_tau", -1.0, 1.0, 0.3))
     values["surrogate_evaluations"] = at_least("surrogate_evaluations", max(2, values["population"] // 4))
+    values.update(workers=option("workers"), ray_address=option("ray_address"))
+    if values["workers"] is not None:
+        at_least("workers", 1)
+    if values["workers"] is not None or values["ray_address"] is not None:
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:  # found, not imported: Ray is imported only by the workers
+            problems.append("--workers and --ray-address need Ray: pip install 'ray[default]>=2.40' (see "
+                            "requirements-optimizer.txt)")
     if values["race_margin"] < 0:
         problems.append(f"--race-margin must not be negative, got {values['race_margin']}")
 
