@@ -50,6 +50,9 @@ class WorkerSetupError(RuntimeError):
         self.problems, self.where = list(problems), where
         super().__init__(f"{where}: " + "; ".join(self.problems))
 
+    def __reduce__(self):  # Ray sends it to the driver pickled; the default would call __init__ with the message
+        return type(self), (self.problems, self.where)
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
