@@ -40,6 +40,7 @@ class Slot:
     info: Any = None              # what load() returned
     busy: bool = False
     failed_starts: int = 0
+    replaced: bool = False        # it took a dead actor's place (its start is reported)
     given_up: bool = False
     started_at: float = field(default_factory=time.monotonic)
 
@@ -49,12 +50,13 @@ class Slot:
 
 
 def death_reason(error: BaseException) -> str:
-    """One line of why an actor died, from Ray's long message."""
+    """Why an actor died, in a few words from Ray's long message ("Worker unexpectedly exits with a connection error
+    code 2", its process killed)."""
     text = str(error).strip()
-    for line in text.splitlines():
-        if "Worker exit detail" in line or "exit detail" in line:
-            return line.strip()[:300]
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+    detail = text.split("Worker exit detail:", 1)
+    if len(detail) == 2:
+        return detail[1].strip().split(". ")[0].strip()[:200]
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 class ActorPool:
@@ -95,6 +97,8 @@ class ActorPool:
         try:
             slot.info = ray.get(ref)
             slot.failed_starts = 0
+            if slot.replaced:
+                self.say(f"{self.describe(slot)}: started in its place")
         except RayActorError as e:
             slot.failed_starts += 1
             if slot.failed_starts >= MAX_FAILED_STARTS:
@@ -111,6 +115,7 @@ class ActorPool:
         except Exception:  # already gone, which is the usual case
             pass
         self.restarts += 1
+        slot.replaced = True
         self._create(slot)
 
     # ------------------------------------------------------------ running calls
@@ -118,11 +123,11 @@ class ActorPool:
     def map(self, calls: Sequence[tuple[str, tuple]]) -> list:
         """``(method, args)`` calls, each run once on some actor; their results in the calls' order."""
         start = time.monotonic()
+        running: dict[Any, tuple[int, Slot]] = {}
         try:
             results: list = [None] * len(calls)
             pending = deque(range(len(calls)))
             deaths = [0] * len(calls)
-            running: dict[Any, tuple[int, Slot]] = {}
             while pending or running:
                 for slot in self.slots:
                     if pending and slot.ready:
@@ -143,6 +148,8 @@ class ActorPool:
                     self._replace(slot, f"died ({death_reason(death)}); its batch goes to the other workers")
             return results
         finally:
+            for _, slot in running.values():  # left running by an exception: their actors take the next calls
+                slot.busy = False
             self.waiting_seconds += time.monotonic() - start
 
     def call(self, method: str, *args) -> Any:
