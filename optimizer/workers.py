@@ -96,7 +96,7 @@ class WorkerPool:
         self.spec, self.say = spec, say
         self.actors: Optional[ActorPool] = None
         self.infos: list[WorkerInfo] = []
-        self._started_ray = False
+        self._ray_initialized_here = False   # ray.init was this pool's: close() calls ray.shutdown()
         self._costs: dict[bool, ImageCost] = {}
         self.family = self.variant = self.layout = self.metric = None
         self.steps = spec.steps
@@ -130,13 +130,13 @@ class WorkerPool:
                 ray.init(address=spec.ray_address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise SetupError(f"--ray-address {spec.ray_address}: cannot join a Ray cluster there ({e})") from None
-            self._started_ray = True
+            self._ray_initialized_here = True
             self.where = f"the Ray cluster at {spec.ray_address}"
         else:
             wanted = spec.workers * (1 if local_gpus else self.threads)
             ray.init(address="local", num_cpus=wanted, num_gpus=local_gpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)
-            self._started_ray = True
+            self._ray_initialized_here = True
             self.where = "this machine"
         resources = ray.cluster_resources()
         gpus = 0 if cpu_only else int(resources.get("GPU", 0))
@@ -257,6 +257,6 @@ class WorkerPool:
         if self.actors is not None:
             self.actors.close()
             self.actors = None
-        if self._started_ray:
+        if self._ray_initialized_here:
             ray.shutdown()
-            self._started_ray = False
+            self._ray_initialized_here = False

@@ -7,7 +7,6 @@ Most runs join one Ray instance this module starts (``--ray-address``), so that 
 its own (``--workers`` alone), as a user's run does. No Ray process outlives the module or a killed run."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
