@@ -33,7 +33,7 @@ import numpy as np
 from ecad_nodes.greedy import DEFAULT_BUDGETS
 
 from .pipeline import BASELINE_EVERY
-from .spec import (RunSpec, SetupError, add_calibration_options, add_model_options, add_objective_options,
+from .spec import (RunFailure, RunSpec, SetupError, add_calibration_options, add_model_options, add_objective_options,
                    add_output_options, add_preset_option, add_sampling_options, add_worker_options, model_kind,
                    preset_lines, spec_from_args)
 
@@ -298,6 +298,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunFailure as e:
+        print(f"error: {e}; nothing was written", file=sys.stderr)
+        return 1
     except OSError as e:
         if e.filename is None:
             raise

@@ -21,12 +21,14 @@ from typing import Any, Callable, Optional, Sequence
 import ray
 from ray.exceptions import RayActorError
 
+from .spec import RunFailure
+
 MAX_DEATHS_PER_CALL = 3      # a call that kills this many actors is not the actors' fault
 MAX_FAILED_STARTS = 3        # an actor slot whose replacements keep dying while loading is given up
 STALL_SECONDS = 600.0        # nothing running and no actor able to start for this long: give up
 
 
-class PoolFailure(RuntimeError):
+class PoolFailure(RunFailure):
     """The pool cannot go on: no actor left, or a call that kills every actor it runs on."""
 
 

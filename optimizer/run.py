@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Optional
 
-from .spec import (SetupError, add_calibration_options, add_model_options, add_objective_options, add_output_options,
+from .spec import (RunFailure, SetupError, add_calibration_options, add_model_options, add_objective_options, add_output_options,
                    add_preset_option, add_sampling_options, add_search_options, add_worker_options, preset_lines,
                    spec_from_args)
 
@@ -53,6 +53,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (SetupError, DamagedRun) as e:  # DamagedRun: "<file>: <problem>"
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunFailure as e:
+        print(f"error: {e}; every finished evaluation is in the database: continue with the same command and --resume",
+              file=sys.stderr)
+        return 1
     except OSError as e:
         if e.filename is None:
             raise

@@ -37,6 +37,10 @@ class SetupError(RuntimeError):
     """Something to fix before the run can start; raised before any long work."""
 
 
+class RunFailure(RuntimeError):
+    """The run cannot go on (e.g. its workers keep dying); everything it finished is stored."""
+
+
 class InputFileError(SetupError):
     """A file the run was given cannot be used; ``str()`` is ``"<file>: <problem>"``."""
 

@@ -335,3 +335,32 @@ def test_model_files_missing_on_a_worker_stop_the_run_as_they_would_here(ray_add
     assert message.startswith("cannot start: a worker (pid ") and "found problems on its machine" in message
     assert all(line in message for line in here[0].splitlines())
     assert wait_for_cpus(3)  # the refused worker is gone
+
+
+@ray.remote(num_cpus=1)
+class _Fragile:
+    """An actor whose ``work`` ends its own process on a poisoned input, like a worker that crashes on one batch."""
+
+    def load(self):
+        return os.getpid()
+
+    def work(self, x):
+        if x == "poison":
+            os._exit(3)
+        return x * 2
+
+
+def test_a_batch_that_keeps_killing_its_workers_stops_the_pool_with_a_run_failure(ray_address):
+    """Deaths are retried on fresh actors (results still in call order); a batch that ends three of them stops the
+    run with a RunFailure (the CLIs print it as an 'error:' line and point at --resume) instead of killing forever."""
+    from optimizer.ray_pool import MAX_DEATHS_PER_CALL, ActorPool, PoolFailure
+    from optimizer.spec import RunFailure
+    said = []
+    pool = ActorPool(_Fragile, (), {}, size=2, say=said.append)
+    pool.start()
+    assert pool.map([("work", (1,)), ("work", (2,)), ("work", (3,))]) == [2, 4, 6]
+    with pytest.raises(PoolFailure, match=f"ended {MAX_DEATHS_PER_CALL} workers") as caught:
+        pool.map([("work", (4,)), ("work", ("poison",))])
+    assert isinstance(caught.value, RunFailure)
+    assert pool.restarts >= MAX_DEATHS_PER_CALL - 1 and any("died" in line for line in said)
+    assert pool.map([("work", (5,))]) == [10]  # the replacements still work
