@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable, Optional, Sequence
 
-import numpy as np
 
 from ecad_nodes.schedule import FrontierPoint, Layout, Mask, PointMetrics, ScheduleFile
 
