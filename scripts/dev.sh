@@ -18,6 +18,15 @@ TORCH_PINS=${TORCH_PINS:-"torch==2.14.1 torchvision==0.29.1"}
 PY=.venv/bin/python
 
 say() { printf '\n== %s\n' "$*" >&2; }
+# pip, without the lines some machines print for every package about local index folders they lack
+pip_install() {
+  local log status=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || status=$?
+  grep -v "^WARNING: Location" "$log" >&2 || true
+  rm -f "$log"
+  return $status
+}
 
 setup_venv() {
   if [ ! -x "$PY" ]; then
@@ -26,10 +35,10 @@ setup_venv() {
   fi
   if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
     say "installing PyTorch ($TORCH_PINS)"
-    "$PY" -m pip install -q $TORCH_PINS
+    pip_install "$PY" -m pip install -q $TORCH_PINS
   fi
   say "installing the project's dependencies"
-  "$PY" -m pip install -q -r requirements-dev.txt
+  pip_install "$PY" -m pip install -q -r requirements-dev.txt
 }
 
 # A venv for one ComfyUI tree: .venv's packages plus the tree's own requirements.txt.
@@ -41,7 +50,7 @@ comfyui_venv() {  # $1: ComfyUI tree, $2: venv folder
       read -r site; "$PY" -c "import site; print(site.getsitepackages()[0])" > "$site/_ecad_base_venv.pth"; }
   fi
   say "installing $(basename "$tree")'s requirements into $venv"
-  "$venv/bin/python" -m pip install -q -r "$tree/requirements.txt" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_install "$venv/bin/python" -m pip install -q -r "$tree/requirements.txt"
   "$venv/bin/python" -c "import torch, aiohttp, yaml" >/dev/null
 }
 
