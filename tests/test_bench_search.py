@@ -1,0 +1,74 @@
+"""The measures of benchmarks/bench_search.py: images to reach a hypervolume, medians with runs that never reach it,
+held-out hypervolume of a calibration frontier, frontiers per generation, ratios (fast; no model is run)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_search.py"
+_spec = importlib.util.spec_from_file_location("bench_search", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bench_search", bench)   # dataclasses look their module up
+_spec.loader.exec_module(bench)
+
+
+def test_images_to_reach_is_the_first_generation_at_or_above_the_level():
+    curve = [(100, 1.0), (150, 2.5), (180, 2.4), (200, 3.0)]
+    assert bench.images_to_reach(curve, 2.5) == 150          # reaching exactly counts
+    assert bench.images_to_reach(curve, 2.45) == 150         # the first, not a later dip and recovery
+    assert bench.images_to_reach(curve, 3.0) == 200
+    assert bench.images_to_reach(curve, 3.01) is None        # never reached
+    assert bench.images_to_reach(curve, 0.5) == 100
+    assert bench.images_to_reach([], 1.0) is None
+    level = 0.99 * 7.0                                        # float noise at the level itself still counts
+    assert bench.images_to_reach([(10, 7.0 * 0.99)], level) == 10
+
+
+def test_median_counts_runs_that_never_reach_as_infinitely_many_images():
+    assert bench.median_reached([300, 100, 200]) == 200
+    assert bench.median_reached([100, None, 200]) == 200     # one of three never reached: the median still exists
+    assert bench.median_reached([100, None, None]) is None   # most never reached
+    assert bench.median_reached([100, 300, None, None]) is None
+    assert bench.median_reached([100, 300, 500, None]) == 400
+    assert bench.median_reached([]) is None
+
+
+def test_held_out_hypervolume_uses_only_the_non_dominated_points():
+    # (quality, cost): a calibration frontier whose middle point is dominated on held-out data
+    points = [(30.0, 0.25), (28.0, 0.5), (40.0, 0.75)]
+    hv = bench.held_out_hypervolume(points, quality_ref=20.0)
+    assert hv == pytest.approx(0.5 * 10.0 + 0.25 * 20.0)      # (30 from 0.25 to 0.75) + (40 from 0.75 to 1)
+    assert bench.held_out_hypervolume(points + [(35.0, 0.9)], 20.0) == pytest.approx(hv)  # dominated: nothing added
+    assert bench.held_out_hypervolume([(19.0, 0.2)], 20.0) == 0.0       # below the reference quality
+    assert bench.held_out_hypervolume([(50.0, 1.0)], 20.0) == 0.0       # no caching: nothing saved
+    assert bench.held_out_hypervolume([], 20.0) == 0.0
+
+
+def test_frontier_after_each_generation_holds_what_was_evaluated_until_then():
+    rows = [("fora2", 30.0, 0.5, 0), ("fora4", 25.0, 0.25, 0), ("worse", 24.0, 0.3, 0),
+            ("better", 32.0, 0.5, 1), ("baseline-after", 99.0, 0.1, -1), ("cheap", 24.5, 0.2, 2)]
+    fronts = bench.frontier_keys_by_generation(rows, [0, 1, 2])
+    assert fronts[0] == ["fora4", "fora2"]
+    assert fronts[1] == ["fora4", "better"]
+    assert fronts[2] == ["cheap", "fora4", "better"]           # rows measured after the search (-1) never count
+
+
+def test_ratio_of_median_images_and_its_per_seed_range():
+    text, ratio = bench.ratio_text([1000, 2000, 3000], [100, 400, 300])
+    assert ratio == pytest.approx(2000 / 300)
+    assert "per seed 5.0–10.0×" in text
+    text, ratio = bench.ratio_text([1000, None, None], [100, 200, 300])
+    assert ratio is None and "plain NSGA-II does not reach it (> 1 000 images)" in text
+    assert bench.ratio_text([1000, 2000, 3000], [None, None, 100]) == ("cheap search does not reach it", None)
+    assert bench.ratio_text([], [100]) == ("not measured", None)
+
+
+def test_spread_text():
+    assert bench._spread([1200, 800, None]) == "1 200 (800–1 200) 2/3"
+    assert bench._spread([None, None, 900]) == "— (1/3; 900–900)"
+    assert bench._spread([None]) == "— (0/1)"
+    assert math.isinf(sorted([math.inf, 1])[-1])
