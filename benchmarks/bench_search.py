@@ -19,8 +19,9 @@ Methods, each run through the optimizer's own entry points in this process (``op
 
 Plain and cheap runs first do the preset's generations, then continue (``--resume`` with more generations, as the
 optimizer allows) in steps of ``--extend`` until their held-out frontier reaches 99 % of the reference's or they
-have done ``--reference-generations`` (plain) or ``--cheap-generations`` (cheap) generations: a run's figures
-up to any generation are those of an uninterrupted run of that length.
+have done ``--reference-generations`` (plain) generations; a cheap run, which evaluates only a few candidates per
+generation, until it has rendered as many images as the reference run (or ``--cheap-generations``): a run's
+figures up to any generation are those of an uninterrupted run of that length.
 
 **Held-out re-scoring.** Every frontier is re-scored on ``--holdout-prompts`` prompts that no run calibrates on
 (the last ones of the built-in prompt file; the runs use the first ones), one image each with seeds from
@@ -298,30 +299,38 @@ class Bench:
         return curve, max(0, len(generations) - 1)
 
     def search_run(self, preset: str, metric: str, method: str, seed: int, held: HeldOut,
-                   stop_at: Optional[float], first: int, cap: int) -> Run:
+                   stop_at: Optional[float], first: int, cap: int, image_cap: Optional[int] = None) -> Run:
         """A search of ``first`` generations, continued by ``--extend`` until its held-out hypervolume reaches
-        ``stop_at`` or it has ``cap`` generations."""
+        ``stop_at``, it has ``cap`` generations or it has rendered ``image_cap`` images. A stored run that
+        stopped short of these (an earlier, lower cap) is continued."""
         label = self.label(method)
         key = f"{preset}/{metric}/{label}/{seed}"
-        if key in self.done:
-            return Run(**{**self.done[key], "curve": [tuple(e) for e in self.done[key]["curve"]]})
         run_dir = self.work / preset / metric / f"{label.replace(' ', '_')}-{seed}"
         run = Run(preset, metric, method, seed)
         generations = min(first, cap)
+        if key in self.done:
+            run = Run(**{**self.done[key], "curve": [tuple(e) for e in self.done[key]["curve"]]})
+            if self._finished(run, stop_at, cap, image_cap) or not (run_dir / "run.sqlite").is_file():
+                return run
+            generations = min(cap, run.generations + self.args.extend)
         while True:
             run.seconds += self._search(preset, metric, seed, method, generations, run_dir)
             run.curve, run.generations = self._curve(run_dir, held, metric)
-            reached = stop_at is not None and images_to_reach(run.curve, stop_at) is not None
             self.say(f"  {key}: {run.generations} generations, {run.images} images, held-out HV {run.final:.4g}"
                      + (f" ({100 * run.final / stop_at * LEVELS[-1]:.1f} % of the reference)" if stop_at else "")
                      + f" [{run.seconds:.0f} s; held-out renders so far {held.rendered}]")
-            if reached or generations >= cap or run.generations < generations:  # < : the search space was exhausted
+            if self._finished(run, stop_at, cap, image_cap) or run.generations < generations:  # <: space exhausted
                 break
             generations = min(cap, generations + self.args.extend)
         if first <= run.generations:
             run.preset_generations = first
         self._store(key, run)
         return run
+
+    @staticmethod
+    def _finished(run: Run, stop_at: Optional[float], cap: int, image_cap: Optional[int]) -> bool:
+        reached = stop_at is not None and images_to_reach(run.curve, stop_at) is not None
+        return reached or run.generations >= cap or (image_cap is not None and run.images >= image_cap)
 
     def quick_run(self, preset: str, metric: str, seed: int, held: HeldOut) -> Run:
         from optimizer.report import pareto_front
@@ -383,7 +392,7 @@ class Bench:
                                                     p.generations, a.reference_generations))
                     if "cheap" in a.methods:
                         runs.append(self.search_run(preset, metric, "cheap", seed, held, LEVELS[-1] * target,
-                                                    p.generations, a.cheap_generations))
+                                                    p.generations, a.cheap_generations, image_cap=reference.images))
                     if "quick" in a.methods:
                         runs.append(self.quick_run(preset, metric, seed, held))
                 out["metrics"][metric] = {
@@ -519,7 +528,8 @@ def parse(argv):
                    help="offspring generations of the reference run, and the most a plain run does (default 16)")
     p.add_argument("--reference-seed", type=int, default=1000, help="the reference run's seed (default 1000)")
     p.add_argument("--cheap-generations", type=int, default=None,
-                   help="the most generations a cheap run does (default: 2 × --reference-generations)")
+                   help="the most generations a cheap run does (default: 8 × --reference-generations); it also "
+                        "stops once it has rendered as many images as the reference run")
     p.add_argument("--extend", type=int, default=4, help="generations added each time a run continues (default 4)")
     p.add_argument("--holdout-prompts", type=int, default=None,
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
@@ -554,7 +564,7 @@ def parse(argv):
         p.error(f"--methods: unknown {', '.join(sorted(set(args.methods) - {'plain', 'cheap', 'quick'}))}")
     args.metrics = [s for s in args.metrics.split(",") if s]
     if args.cheap_generations is None:
-        args.cheap_generations = 2 * args.reference_generations
+        args.cheap_generations = 8 * args.reference_generations
     return args
 
 

@@ -266,6 +266,11 @@ class Search:
             algorithm.n_offsprings = self.config.population
         if pool is None or len(pool) == 0:
             return pool, None
+        # Offer the surrogate only genomes the search has not evaluated: the predicted best are often ones it
+        # already has (it fits them well), and choosing those adds nothing; the search then stalls.
+        fresh = np.array([genome_hash(x) not in self.archive.best for x in pool.get("X")])
+        if fresh.any():
+            pool = pool[fresh]
         X = pool.get("X").astype(bool)
         predicted = model.predict(X)
         bits = np.ones((len(X), self.codec.steps, self.codec.layout.bits_per_step), dtype=bool)

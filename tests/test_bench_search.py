@@ -72,3 +72,14 @@ def test_spread_text():
     assert bench._spread([None, None, 900]) == "— (1/3; 900–900)"
     assert bench._spread([None]) == "— (0/1)"
     assert math.isinf(sorted([math.inf, 1])[-1])
+
+
+def test_a_search_run_stops_at_the_level_the_generation_cap_or_the_image_cap():
+    run = bench.Run("toy", "fidelity", "cheap", 0, curve=[(100, 1.0), (150, 2.0)], generations=8)
+    finished = bench.Bench._finished
+    assert finished(run, stop_at=2.0, cap=32, image_cap=None)               # reached the level
+    assert not finished(run, stop_at=2.5, cap=32, image_cap=None)           # may go on
+    assert finished(run, stop_at=2.5, cap=8, image_cap=None)                # generation cap
+    assert finished(run, stop_at=2.5, cap=32, image_cap=150)                # as many images as the reference
+    assert not finished(run, stop_at=2.5, cap=32, image_cap=151)
+    assert not finished(run, stop_at=None, cap=32, image_cap=None)          # the reference: only the cap ends it

@@ -288,6 +288,21 @@ def test_the_surrogate_falls_back_to_plain_nsga2_offspring_when_it_ranks_badly(t
     db.close()
 
 
+def test_the_surrogate_offers_only_genomes_not_evaluated_before(tmp_path):
+    # Its predicted best are often genomes the search already has; choosing them renders nothing new and the
+    # search stalls (benchmarks/bench_search.py, toy with the random critic: before this, most of 30 generations
+    # here took both of their candidates from the database).
+    config = SurrogateConfig(pool=300, evaluate=2, min_training=8)
+    search, backend, db = toy_search(tmp_path, metric="random_critic", racing=RacingConfig(screen_images=2),
+                                     surrogate=config, population=8)
+    search.run(generations=30)
+    offspring = db.generations()[1:]
+    assert sum(g["surrogate"] == "on" for g in offspring) >= 20
+    assert [g["reused"] for g in offspring] == [0] * len(offspring)
+    assert all(g["evaluated"] >= 2 for g in offspring)
+    db.close()
+
+
 def test_surrogate_and_racing_resume_with_the_same_decisions(tmp_path):
     config = dict(racing=RacingConfig(screen_images=2), surrogate=SurrogateConfig(pool=60, evaluate=2))
     whole, _, db_whole = toy_search(tmp_path / "whole", **config)
