@@ -238,6 +238,11 @@ class Run:
     seconds: float = 0.0                                              # wall time of the run(s), held-out scoring not
     preset_generations: Optional[int] = None                          # the curve's entry at the preset's generations
 
+    @classmethod
+    def stored(cls, fields: dict[str, Any]) -> "Run":
+        """A run as ``asdict`` wrote it to JSON (its curve's entries came back as lists)."""
+        return cls(**{**fields, "curve": [tuple(e) for e in fields["curve"]]})
+
     @property
     def images(self) -> int:
         return self.curve[-1][0] if self.curve else 0
@@ -309,7 +314,7 @@ class Bench:
         run = Run(preset, metric, method, seed)
         generations = min(first, cap)
         if key in self.done:
-            run = Run(**{**self.done[key], "curve": [tuple(e) for e in self.done[key]["curve"]]})
+            run = Run.stored(self.done[key])
             if self._finished(run, stop_at, cap, image_cap) or not (run_dir / "run.sqlite").is_file():
                 return run
             generations = min(cap, run.generations + self.args.extend)
@@ -336,7 +341,7 @@ class Bench:
         from optimizer.report import pareto_front
         key = f"{preset}/{metric}/quick/{seed}"
         if key in self.done:
-            return Run(**{**self.done[key], "curve": [tuple(e) for e in self.done[key]["curve"]]})
+            return Run.stored(self.done[key])
         run_dir = self.work / preset / metric / f"quick-{seed}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -448,7 +453,7 @@ def report(results: Sequence[dict[str, Any]], args_text: str) -> str:
                 "cheap ≥ 10×", "quick ≥ 90 % with ≤ 2 %"]]
     for r in results:
         for metric, m in r["metrics"].items():
-            runs = [Run(**{**x, "curve": [tuple(e) for e in x["curve"]]}) for x in m["runs"]]
+            runs = [Run.stored(x) for x in m["runs"]]
             ref = next(x for x in runs if x.method == "reference")
             levels = {lv: lv * m["reference_hv"] for lv in LEVELS}
             by = {method: [x for x in runs if x.method == method] for method in METHODS}
