@@ -7,9 +7,6 @@ import hashlib
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +26,8 @@ from optimizer.seeding import initial_population
 from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, kendall_tau
 from optimizer.toy_backend import ToyBackend, ToySpec
 from optimizer.toy_dit import ToyConfig
-from test_optimizer_cli import _mid_generation, frontier_of, run_cli, toy_args
+from test_optimizer_cli import frontier_of, run_cli, sigkill_mid_generation, toy_args
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["a red cube", "a quiet harbour at dawn", "three owls on a branch", "a lighthouse in fog"]
 SMALL = ToySpec(ToyConfig(hidden=16, heads=2, depth=3, channels=4, text_dim=8), text_tokens=4)
 
@@ -121,21 +117,9 @@ def test_a_budgeted_run_killed_and_resumed_writes_the_uninterrupted_frontier(tmp
     assert "the budget ended the search early" in whole.stdout
     run_dir = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *BUDGETED, "--run-dir", str(run_dir), "--out",
-                             str(tmp_path / "killed.json")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while not _mid_generation(run_dir / "run.sqlite"):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
+    code = sigkill_mid_generation([*BUDGETED, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json")],
+                                  run_dir, env=env)
+    assert code == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
     resumed = run_cli(*BUDGETED, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json"), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after generation" in resumed.stdout and "references from the run directory" in resumed.stdout

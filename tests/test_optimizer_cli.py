@@ -116,8 +116,8 @@ def test_rerun_into_the_same_run_dir_needs_resume(toy_run, capsys):
 
 # ---------------------------------------------------------------- killed and resumed
 
-def _mid_generation(db_path: Path) -> bool:
-    """A generation has finished (checkpoint written) and a later one has evaluations in the database."""
+def _mid_generation(db_path: Path, finished: int = 2) -> bool:
+    """``finished`` generations are done (checkpoint written) and a later one has evaluations in the database."""
     if not db_path.is_file():
         return False
     try:
@@ -129,7 +129,32 @@ def _mid_generation(db_path: Path) -> bool:
             db.close()
     except sqlite3.OperationalError:  # tables not created yet
         return False
-    return done[0] >= 2 and evaluations > done[1]
+    return done[0] >= finished and evaluations > done[1]
+
+
+def sigkill_mid_generation(args: list[str], run_dir: Path, *, env: dict | None = None, timeout: float = 600,
+                           finished: int = 2) -> int:
+    """Start ``python -m optimizer.run ARGS`` and SIGKILL it once ``_mid_generation`` holds for ``run_dir``'s
+    database; its exit code. Its stderr goes to a file, not a pipe, so a chatty run cannot block on it."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _mid_generation(run_dir / "run.sqlite", finished):
+                if proc.poll() is not None:
+                    stderr.seek(0)
+                    raise AssertionError(f"the run ended before it could be killed: {stderr.read()[-3000:]}")
+                assert time.monotonic() < deadline, f"no generation past the {finished}th within {timeout} s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -148,23 +173,9 @@ def killed(tmp_path_factory) -> Path:
     Tests work on copies (``copy_killed``)."""
     run_dir = tmp_path_factory.mktemp("killed") / "run"
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *TOY, "--run-dir", str(run_dir), "--out",
-                             str(run_dir.parent / "killed.json")],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not _mid_generation(run_dir / "run.sqlite"):
-            assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    code = sigkill_mid_generation([*TOY, "--run-dir", str(run_dir), "--out", str(run_dir.parent / "killed.json")],
+                                  run_dir, env=env)
+    assert code == -signal.SIGKILL
     assert not (run_dir.parent / "killed.json").exists() and (run_dir / CHECKPOINT_NAME).is_file()
     return run_dir
 

@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ecad_nodes.schedule_io import load_schedule
-from test_optimizer_cli import _mid_generation, frontier_of
+from test_optimizer_cli import frontier_of, sigkill_mid_generation
 
 pytestmark = pytest.mark.comfy
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,20 +78,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     whole = optimizer(*args, "--run-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "whole.json"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *args, "--run-dir", str(run_dir), "--out",
-                             str(tmp_path / "killed.json")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 900
-        while not _mid_generation(run_dir / "run.sqlite"):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code = sigkill_mid_generation([*args, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json")],
+                                  run_dir, timeout=900)
+    assert code == -signal.SIGKILL
     resumed = optimizer(*args, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert frontier_of(tmp_path / "killed.json") == frontier_of(tmp_path / "whole.json")

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from ecad_nodes.schedule_io import load_schedule
-from test_optimizer_cli import _mid_generation, frontier_of, run_cli
+from test_optimizer_cli import _mid_generation, frontier_of, run_cli, sigkill_mid_generation
 
 ray = pytest.importorskip("ray", reason="Ray is an optional dependency (requirements-optimizer.txt)")
 
@@ -56,23 +56,6 @@ def rows_of(run_dir: Path) -> list[tuple]:
                           "FROM evaluations ORDER BY seq").fetchall()
     finally:
         db.close()
-
-
-def evaluating_after_the_first_generation(db_path: Path) -> bool:
-    """The first generation is checkpointed and a later one has evaluations in the database (the toy's later
-    generations are a few milliseconds each on workers: waiting for a second checkpoint would often miss them)."""
-    if not db_path.is_file():
-        return False
-    try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-        try:
-            done = db.execute("SELECT COUNT(*), COALESCE(SUM(evaluated), 0) FROM generations").fetchone()
-            evaluations = db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # tables not created yet
-        return False
-    return done[0] >= 1 and evaluations > done[1]
 
 
 def wait_for_cpus(cpus: float, timeout: float = 60) -> bool:
@@ -175,7 +158,8 @@ def test_a_driver_killed_mid_generation_resumes_with_workers_to_the_same_frontie
     try:
         deadline = time.monotonic() + 600
         run.worker_pids(2, deadline)
-        while not evaluating_after_the_first_generation(run_dir / "run.sqlite"):
+        # after the first generation, not the second: the toy's later generations take milliseconds on workers
+        while not _mid_generation(run_dir / "run.sqlite", finished=1):
             assert run.proc.poll() is None and time.monotonic() < deadline, "".join(run.lines)
             time.sleep(0.01)
         started = descendants(run.proc.pid)
@@ -289,19 +273,7 @@ def test_tiny_flux_driver_killed_and_resumed_with_workers_gives_the_same_frontie
                                                                                   tmp_path):
     args = [*TINY_FLUX, "--workers", "2", "--ray-address", ray_address, "--run-dir", str(tmp_path / "run"),
             "--out", str(tmp_path / "out.json")]
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while not _mid_generation(tmp_path / "run" / "run.sqlite"):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert sigkill_mid_generation(args, tmp_path / "run") == -signal.SIGKILL
     resumed = comfy_run(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after generation" in resumed.stdout
