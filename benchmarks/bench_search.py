@@ -72,14 +72,6 @@ DEFAULT_HOLDOUT = {"tiny-pixart": 8}   # held-out prompts per preset (others: 16
 
 # ---------------------------------------------------------------- the measures (pure; tested)
 
-def held_out_hypervolume(points: Sequence[tuple[float, float]], quality_ref: float) -> float:
-    """Hypervolume of (quality, cost) points (cost a fraction of no caching) above ``quality_ref`` and below cost 1:
-    the area their non-dominated subset dominates (a calibration frontier need not be one on held-out data)."""
-    from optimizer.report import hypervolume, pareto_front
-    front = pareto_front(list(enumerate(points)))
-    return hypervolume([points[k] for k in front], quality_ref)
-
-
 def images_to_reach(curve: Sequence[tuple[int, float]], level: float) -> Optional[int]:
     """Images at the first (images, hypervolume) entry whose hypervolume reaches ``level``; None if none does."""
     for images, hv in curve:
@@ -203,8 +195,11 @@ class HeldOut:
         return found
 
     def hypervolume(self, genomes: Sequence, metric: str) -> float:
+        """Of the genomes' held-out points (a calibration frontier need not be one on held-out data: the
+        hypervolume counts only what its non-dominated points dominate)."""
+        from optimizer.report import hypervolume
         points = [self.point(g) for g in genomes]
-        return held_out_hypervolume([(p["quality"][metric], p["cost"]) for p in points], self.quality_ref[metric])
+        return hypervolume([(p["quality"][metric], p["cost"]) for p in points], self.quality_ref[metric])
 
     def save(self) -> None:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +266,8 @@ class Bench:
         from optimizer.spec import spec_from_args
         argv = ["--model", preset, "--metric", metric, "--seed", str(seed), "--generations", str(generations),
                 "--run-dir", str(run_dir), "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads),
-                "--no-progress", *(PLAIN_FLAGS if method in ("reference", "plain") else shlex.split(self.args.cheap_options))]
+                "--no-progress", *self.calibration_options(),
+                *(PLAIN_FLAGS if method in ("reference", "plain") else shlex.split(self.args.cheap_options))]
         if (run_dir / "run.sqlite").is_file():
             argv.append("--resume")
         self._pipeline_say(f"\n$ python -m optimizer.run {shlex.join(argv)}")
@@ -357,6 +353,11 @@ class Bench:
         self._store(key, run)
         return run
 
+    def calibration_options(self) -> list[str]:
+        """The searches' calibration images: the preset's, or --calibration-prompts prompts with one image each."""
+        n = self.args.calibration_prompts
+        return ["--num-prompts", str(n), "--images-per-prompt", "1"] if n else []
+
     def label(self, method: str) -> str:
         """The method's name in the work directory: the cheap search's with its extra options (variants)."""
         return f"cheap {self.args.cheap_options}".strip() if method == "cheap" else method
@@ -379,7 +380,7 @@ class Bench:
         scored = list(dict.fromkeys(["fidelity", "random_critic", *a.metrics]))  # the cache serves every benchmark
         held = HeldOut(preset, scored, holdout, a.threads, self.work, self.say)
         out: dict[str, Any] = {"preset": preset, "population": p.population, "preset_generations": p.generations,
-                               "images_per_candidate": p.prompts * p.images_per_prompt, "holdout_images": len(held.items),
+                               "images_per_candidate": a.calibration_prompts or p.prompts * p.images_per_prompt, "holdout_images": len(held.items),
                                "cheap_options": a.cheap_options,
                                "metrics": {}}
         try:
@@ -538,6 +539,10 @@ def parse(argv):
     p.add_argument("--extend", type=int, default=4, help="generations added each time a run continues (default 4)")
     p.add_argument("--holdout-prompts", type=int, default=None,
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
+    p.add_argument("--calibration-prompts", type=int, default=None, metavar="N",
+                   help="the searches (reference, plain, cheap) calibrate on N prompts with one image each instead "
+                        "of the preset's images (nearer the paper's 1000 images per candidate); quick calibration "
+                        "keeps its own 8")
     p.add_argument("--methods", default="plain,cheap,quick",
                    help="compared with the reference: any of plain, cheap, quick (default all three)")
     p.add_argument("--cheap-options", default="", metavar="OPTIONS",
@@ -579,6 +584,7 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
          f"--reference-generations {args.reference_generations}", f"--cheap-generations {args.cheap_generations}",
          f"--extend {args.extend}", f"--threads {args.threads}"]
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
+        + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])
         + ([f"--methods {','.join(args.methods)}"] if args.methods != ["plain", "cheap", "quick"] else [])
         + ([f"--cheap-options {shlex.quote(args.cheap_options)}"] if args.cheap_options else [])))
     return f"`{command}`" + (f" ({seconds / 60:.0f} min)" if seconds else "")

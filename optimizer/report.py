@@ -28,12 +28,13 @@ def pareto_front(points: Sequence[tuple[Hashable, Point]]) -> list[Hashable]:
 
 
 def hypervolume(front: Sequence[Point], quality_ref: float, cost_ref: float = 1.0) -> float:
-    """Area dominated by ``front`` above ``quality_ref`` and below ``cost_ref`` (exact in 2-D)."""
+    """Area dominated by the points of ``front`` above ``quality_ref`` and below ``cost_ref`` (exact in 2-D)."""
     pts = sorted((c, q) for q, c in front if q > quality_ref and c < cost_ref)
-    area = 0.0
+    area, best = 0.0, quality_ref
     for i, (cost, quality) in enumerate(pts):
+        best = max(best, quality)  # a dominated point adds nothing (front may hold some)
         next_cost = pts[i + 1][0] if i + 1 < len(pts) else cost_ref
-        area += (next_cost - cost) * (quality - quality_ref)
+        area += (next_cost - cost) * (best - quality_ref)
     return area
 
 

@@ -276,7 +276,8 @@ class Search:
         bits = np.ones((len(X), self.codec.steps, self.codec.layout.bits_per_step), dtype=bool)
         bits[:, 1:] = X.reshape(len(X), self.codec.steps - 1, -1)  # the first step always computes
         costs = self.evaluator.image_cost.macs_of_many(bits) / self.evaluator.full_macs
-        chosen = choose(predicted, costs, self.archive.frontier(), min(config.evaluate, len(pool)))
+        chosen = choose(predicted, costs, self.archive.frontier(), min(config.evaluate, len(pool)),
+                        self.db.get_meta("hypervolume_reference"))
         return pool[chosen], predicted[chosen]
 
     def run(self, generations: int) -> SearchResult:

@@ -4,9 +4,8 @@ Each offspring generation, NSGA-II's own operators (selection, crossover, mutati
 ``pool`` candidates; a ridge regression on the genome bits, fitted on every evaluation the search has
 processed (``racing.Archive``: full evaluations, and screens' estimates where there is no full one),
 predicts their quality. Their cost needs no model: MACs follow from the mask (with ``--cost latency`` the MAC
-fraction stands in for it when ranking). The ``evaluate`` candidates chosen are those that rank best together
-with the measured frontier (non-dominated sorting, then crowding), and only they are evaluated and told
-to NSGA-II.
+fraction stands in for it when ranking). The ``evaluate`` candidates chosen are those predicted to add the most
+hypervolume to the measured frontier (``choose``), and only they are evaluated and told to NSGA-II.
 
 A surrogate that ranks badly would steer the search astray, so its rank agreement is checked on the
 latest evaluations: Kendall's tau between what it predicted (before each evaluation) and what was
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .report import hypervolume
 
 RIDGE_PENALTIES = tuple(10.0 ** e for e in range(-4, 3))   # × the mean eigenvalue; chosen by leave-one-out error
 MAX_TRAINING = 1024                                         # latest evaluations a fit uses
@@ -102,34 +103,35 @@ def fit(best: dict, min_training: int) -> Optional[RidgeModel]:
     return RidgeModel(np.array([g for g, _, _ in rows]), np.array([q for _, q, _ in rows]))
 
 
-def choose(predicted: np.ndarray, costs: np.ndarray, frontier: Sequence[tuple[float, float]], count: int) -> list[int]:
-    """Indices of the ``count`` candidates (predicted quality, cost) ranking best together with the measured
-    ``frontier`` (quality, cost): by non-dominated front, within a front by crowding distance (spread along it)."""
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
-    F = np.array([[-q, c] for q, c in frontier] + [[-q, c] for q, c in zip(predicted, costs)], dtype=np.float64)
-    first_candidate = len(frontier)
+def choose(predicted: np.ndarray, costs: np.ndarray, frontier: Sequence[tuple[float, float]], count: int,
+           quality_ref: float) -> list[int]:
+    """Indices of the ``count`` candidates (predicted quality, cost) that add the most hypervolume (above
+    ``quality_ref``, below cost 1) to the measured ``frontier`` (quality, cost), chosen one at a time, each counted
+    into the frontier at its prediction before the next (so the choices spread over the frontier's gaps). Where
+    none adds any, the ones predicted nearest the frontier. Non-dominated sorting with crowding, which this
+    replaces, preferred the front's ends: mostly schedules cheaper than anything measured and worse than the
+    hypervolume's reference, which can never improve the frontier."""
+    front = list(frontier)
+    base = hypervolume(front, quality_ref)
+    remaining = list(range(len(predicted)))
     chosen: list[int] = []
-    for front in NonDominatedSorting().do(F):
-        crowding = _crowding(F[front])
-        members = [(i, d) for i, d in zip(front, crowding) if i >= first_candidate]
-        for i, _ in sorted(members, key=lambda m: (-m[1], m[0])):
-            if len(chosen) < count:
-                chosen.append(int(i) - first_candidate)
-        if len(chosen) >= count:
-            break
+    while remaining and len(chosen) < count:
+        gains = np.array([hypervolume(front + [(float(predicted[i]), float(costs[i]))], quality_ref) - base
+                          for i in remaining])
+        if gains.max() > 0:
+            pick = remaining[int(np.argmax(gains))]
+        else:
+            shortfalls = [_shortfall(float(predicted[i]), float(costs[i]), front, quality_ref) for i in remaining]
+            pick = remaining[int(np.argmin(shortfalls))]
+        chosen.append(pick)
+        remaining.remove(pick)
+        front.append((float(predicted[pick]), float(costs[pick])))
+        base = hypervolume(front, quality_ref)
     return chosen
 
 
-def _crowding(F: np.ndarray) -> np.ndarray:
-    """NSGA-II's crowding distance of the points of one front (both ends infinite)."""
-    n = len(F)
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for m in range(F.shape[1]):
-        order = np.argsort(F[:, m], kind="stable")
-        span = F[order[-1], m] - F[order[0], m]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span > 0:
-            distance[order[1:-1]] += (F[order[2:], m] - F[order[:-2], m]) / span
-    return distance
+def _shortfall(quality: float, cost: float, frontier: Sequence[tuple[float, float]], quality_ref: float) -> float:
+    """How far below the frontier (the best quality at no more cost, else ``quality_ref``) ``quality`` lies."""
+    if cost >= 1.0:
+        return math.inf  # saves nothing
+    return max([quality_ref] + [q for q, c in frontier if c <= cost]) - quality

@@ -1,5 +1,5 @@
 """The measures of benchmarks/bench_search.py: images to reach a hypervolume, medians with runs that never reach it,
-held-out hypervolume of a calibration frontier, frontiers per generation, ratios (fast; no model is run)."""
+frontiers per generation, ratios (fast; no model is run)."""
 from __future__ import annotations
 
 import importlib.util
@@ -35,17 +35,6 @@ def test_median_counts_runs_that_never_reach_as_infinitely_many_images():
     assert bench.median_reached([100, 300, None, None]) is None
     assert bench.median_reached([100, 300, 500, None]) == 400
     assert bench.median_reached([]) is None
-
-
-def test_held_out_hypervolume_uses_only_the_non_dominated_points():
-    # (quality, cost): a calibration frontier whose middle point is dominated on held-out data
-    points = [(30.0, 0.25), (28.0, 0.5), (40.0, 0.75)]
-    hv = bench.held_out_hypervolume(points, quality_ref=20.0)
-    assert hv == pytest.approx(0.5 * 10.0 + 0.25 * 20.0)      # (30 from 0.25 to 0.75) + (40 from 0.75 to 1)
-    assert bench.held_out_hypervolume(points + [(35.0, 0.9)], 20.0) == pytest.approx(hv)  # dominated: nothing added
-    assert bench.held_out_hypervolume([(19.0, 0.2)], 20.0) == 0.0       # below the reference quality
-    assert bench.held_out_hypervolume([(50.0, 1.0)], 20.0) == 0.0       # no caching: nothing saved
-    assert bench.held_out_hypervolume([], 20.0) == 0.0
 
 
 def test_frontier_after_each_generation_holds_what_was_evaluated_until_then():

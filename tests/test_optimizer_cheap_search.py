@@ -23,7 +23,7 @@ from optimizer.metrics import make_metric
 from optimizer.racing import RacingConfig, screening_items, standard_error
 from optimizer.search import Search, SearchConfig
 from optimizer.seeding import initial_population
-from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, kendall_tau
+from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, choose, kendall_tau
 from optimizer.toy_backend import ToyBackend, ToySpec
 from optimizer.toy_dit import ToyConfig
 from test_optimizer_cli import frontier_of, run_cli, sigkill_mid_generation, toy_args
@@ -230,6 +230,24 @@ def test_ridge_surrogate_ranks_a_linear_quality():
     test = rng.random((40, 200)) < 0.5
     model = RidgeModel(X, y)
     assert kendall_tau(model.predict(test), test @ w) > 0.5
+
+
+def test_the_surrogate_chooses_by_predicted_hypervolume_gain():
+    """Quality ref 50, frontier (90 @ 0.8), (70 @ 0.4), hypervolume 16: a schedule cheaper than anything measured
+    but below the reference adds nothing (crowding, before, took it first: it ends the front); 75 @ 0.2 adds 7,
+    85 @ 0.5 4.5, 86 @ 0.55 4; the second choice counts the first in (then 85 @ 0.5 adds 3, 86 @ 0.55 2.75)."""
+    frontier = [(90.0, 0.8), (70.0, 0.4)]
+    predicted = np.array([40.0, 85.0, 60.0, 86.0, 75.0])
+    costs = np.array([0.1, 0.5, 0.6, 0.55, 0.2])
+    assert choose(predicted, costs, frontier, 1, quality_ref=50.0) == [4]
+    assert choose(predicted, costs, frontier, 2, quality_ref=50.0) == [4, 1]
+
+
+def test_without_a_predicted_gain_the_surrogate_chooses_the_nearest_to_the_frontier():
+    frontier = [(90.0, 0.5)]
+    predicted = np.array([40.0, 88.0, 85.0, 95.0])   # 10, 2 and 5 below the frontier (the first: below 50)
+    costs = np.array([0.1, 0.6, 0.7, 1.0])            # the last saves nothing
+    assert choose(predicted, costs, frontier, 2, quality_ref=50.0) == [1, 2]
 
 
 def test_surrogate_agreement_switches_it_on_and_off():

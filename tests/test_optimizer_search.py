@@ -120,6 +120,12 @@ def test_pareto_front_hypervolume_and_selection():
     front = [(25.0, 0.3), (30.0, 0.5), (35.0, 0.9)]
     assert hypervolume(front, 20.0) == pytest.approx(0.2 * 5 + 0.4 * 10 + 0.1 * 15)
     assert hypervolume(front, 40.0) == 0.0
+    # points that are not a front (a calibration frontier re-scored on held-out images, a frontier with a candidate
+    # added): dominated points add nothing, points below the reference quality or saving nothing neither
+    hv = hypervolume(front, 20.0)
+    assert hypervolume(front + [(28.0, 0.6), (33.0, 0.95)], 20.0) == pytest.approx(hv)
+    assert hypervolume([(19.0, 0.2)], 20.0) == 0.0 and hypervolume([(50.0, 1.0)], 20.0) == 0.0
+    assert hypervolume([], 20.0) == 0.0
     many = list(range(20))
     picked = select_points(many, 5)
     assert len(picked) == 5 and picked[0] == 0 and picked[-1] == 19
