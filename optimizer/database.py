@@ -24,14 +24,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .evaluate import Evaluation, References, Timings
 from .genome import pack, unpack
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -55,11 +55,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     generation INTEGER NOT NULL,
     created REAL NOT NULL,
     seq INTEGER NOT NULL UNIQUE,      -- insertion order: 1, 2, 3, ...
-    full INTEGER NOT NULL,            -- 1: scored on every calibration image; 0: on `items` only (racing's screen)
-    items TEXT NOT NULL,              -- JSON list of the calibration images scored; [] = all
+    full INTEGER NOT NULL,            -- 1: scored on every calibration image; 0: on `items` only (a racing screen)
+    items TEXT NOT NULL,              -- JSON list of the calibration images scored; [] = all (one row per stage)
     images INTEGER NOT NULL,          -- images rendered for this row (a full row after a screen: the rest)
     checksum TEXT NOT NULL,           -- sha256 of every other column (row_checksum)
-    PRIMARY KEY (genome_hash, context, full)
+    PRIMARY KEY (genome_hash, context, items)
 );
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
@@ -242,11 +242,12 @@ class RunDatabase:
 
     # ------------------------------------------------------------ evaluations
 
-    def get(self, genome_hash: str, full: bool = True) -> Optional[StoredEvaluation]:
-        """The genome's evaluation on every calibration image (``full``), or its screening on a few."""
+    def get(self, genome_hash: str, items: Sequence[int] = ()) -> Optional[StoredEvaluation]:
+        """The genome's evaluation on every calibration image, or (``items``) its racing screen on those images."""
         with self._sqlite("reading an evaluation"):
             row = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE genome_hash = ? AND context = ? "
-                                  "AND full = ?", (genome_hash, self.context, int(full))).fetchone()
+                                  "AND items = ?", (genome_hash, self.context,
+                                                    json.dumps([int(i) for i in items]))).fetchone()
         return _stored(row) if row else None
 
     def put(self, genome_hash: str, genome: np.ndarray, ev: Evaluation, origin: str, generation: int) -> StoredEvaluation:

@@ -1,13 +1,17 @@
-"""Racing: screen each candidate on a few calibration images, render the rest only for those that could reach
-the frontier.
+"""Racing: screen each candidate on a few calibration images, then on more, and render the rest only for those
+that could still reach the frontier.
 
 A candidate is first scored on ``screen`` images (one image each of a seeded choice of prompts). Its
 quality on all images is estimated from them (paired with the uncached images where paired scoring is
 on, ``Evaluator.estimate``), with a standard error from the spread of those paired differences (pooled
-over every screen so far, because two or three images say little about their own spread). It is
-evaluated on every image only if it might not be dominated: if the estimate plus ``margin`` standard
-errors reaches the quality the frontier already has at its cost. Only such full evaluations enter the
-frontier and the schedule file; a screen only steers the search (NSGA-II is told the estimate).
+over every first screen so far, because two or three images say little about their own spread). It goes
+on only if it might not be dominated: if the estimate plus ``margin`` standard errors reaches the quality
+the frontier already has at its cost. Then the same test on twice the images (the first ones and as many
+more, only the new ones rendered), and so on (``screening_stages``) until every image is scored: most
+candidates near the frontier pass a first screen of two or three images, and most of those that end up
+dominated are dropped at a later stage for a fraction of the full set. Only evaluations on every image
+enter the frontier and the schedule file; a screen only steers the search (NSGA-II is told its latest
+estimate).
 
 ``Archive`` is what those decisions are made from: the evaluations the search has processed, in its
 order. It is rebuilt from the database (every row up to the insertion number the checkpoint records), so a
@@ -28,7 +32,7 @@ from .report import pareto_front
 
 @dataclass(frozen=True)
 class RacingConfig:
-    screen_images: int                 # calibration images a candidate is screened on
+    screen_images: int                 # calibration images of a candidate's first screen (then twice as many …)
     margin: float = 2.0                # standard errors of optimism before a screened candidate is dropped
 
 
@@ -49,6 +53,17 @@ def screening_items(items: Sequence[CalibrationItem], count: int, seed: int) -> 
     return tuple(sorted(chosen))
 
 
+def screening_stages(items: Sequence[CalibrationItem], first: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """The images (indices, in calibration order) of each screening stage: ``first``, then twice as many each stage
+    while fewer than all (each stage's images include the previous stage's: they are not rendered again)."""
+    stages = []
+    count = first
+    while count < len(items):
+        stages.append(screening_items(items, count, seed))
+        count *= 2
+    return tuple(stages)
+
+
 class Archive:
     """The evaluations the search has processed: the frontier of the full ones, every genome's best estimate,
     the spread of screens' paired differences, and the images they rendered."""
@@ -59,7 +74,8 @@ class Archive:
         self.best: dict[str, tuple[np.ndarray, float, float]] = {}  # genome hash -> (genome, quality, cost)
         self.images = 0
         self._dof = 0                                             # pooled variance of the paired differences
-        self._sum_squares = 0.0
+        self._sum_squares = 0.0                                   # (of first screens)
+        self._screened: set[str] = set()
 
     def add(self, row: StoredEvaluation, differences: Optional[np.ndarray]) -> None:
         """``differences``: what the row's estimate averages per image (``Evaluator.differences``)."""
@@ -70,7 +86,10 @@ class Archive:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
         if row.full or row.genome_hash not in self.full:
             self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
-        if not row.full and differences is not None and len(differences) > 1:
+        first_screen = not row.full and row.genome_hash not in self._screened
+        if first_screen:
+            self._screened.add(row.genome_hash)
+        if first_screen and differences is not None and len(differences) > 1:  # later stages repeat its images
             self._dof += len(differences) - 1
             self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
 

@@ -3,7 +3,7 @@ three ways to spend fewer images on the same frontier: racing, a surrogate, and 
 
 Each generation: ``ask`` the algorithm for candidates (with the surrogate: many, of which the predicted best
 few are kept, ``optimizer/surrogate.py``), take each one's objectives from the database or evaluate it (with
-racing: screened on a few images first, the rest only if it could reach the frontier,
+racing: screened on a few images first, then on more, the rest only if it could still reach the frontier,
 ``optimizer/racing.py``) and commit it at once, ``tell`` the results, copy the database's log into its file,
 then write the algorithm — population, RNG state and all — and the search's own state to ``checkpoint.pkl``
 atomically, with what the database holds (``optimizer/run_dir.py``). A resumed run loads the checkpoint, is
@@ -37,7 +37,7 @@ from .database import DamagedRun, RunDatabase, StoredEvaluation
 from .evaluate import Evaluation, Evaluator, Timings
 from .genome import GenomeCodec, genome_hash
 from .progress import Progress
-from .racing import Archive, RacingConfig, could_reach_frontier, screening_items, standard_error
+from .racing import Archive, RacingConfig, could_reach_frontier, screening_stages, standard_error
 from .report import hypervolume, pareto_front, summary_line
 from .run_dir import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from .seeding import Seed, initial_population
@@ -174,8 +174,8 @@ class Search:
         self.seeds = initial_population(codec, config.population, config.seed, extra_seeds)
         self.seed_origins = {genome_hash(s.genome): s.origin for s in self.seeds}
         self.full_fidelity = {genome_hash(g) for g in full_fidelity}
-        self.screen = (screening_items(evaluator.items, config.racing.screen_images, config.seed)
-                       if config.racing and config.racing.screen_images < len(evaluator.items) else None)
+        self.stages = (screening_stages(evaluator.items, config.racing.screen_images, config.seed)
+                       if config.racing else ())
         self.archive = Archive()
         self._generation = _Generation()
         self._offspring_images: list[int] = []        # images of this session's offspring generations (for the ETA)
@@ -205,10 +205,11 @@ class Search:
 
     # ------------------------------------------------------------ one genome
 
-    def _stored_or_new(self, genome: np.ndarray, origin: str, generation: int, full: bool,
+    def _stored_or_new(self, genome: np.ndarray, origin: str, generation: int, items: tuple[int, ...] = (),
                        known: Optional[Evaluation] = None) -> StoredEvaluation:
+        """On ``items`` (() = every image); the images ``known`` scored are not rendered again."""
         key = genome_hash(genome)
-        stored = self.db.get(key, full=full)
+        stored = self.db.get(key, items)
         if stored is not None:
             self.reused_evaluations += 1
             self._generation.reused += 1
@@ -216,7 +217,7 @@ class Search:
             return stored
         start = time.perf_counter()
         mask = self.codec.mask(genome)
-        ev = self.evaluator.evaluate(mask, known=known) if full else self.evaluator.evaluate(mask, items=self.screen)
+        ev = self.evaluator.evaluate(mask, items=items, known=known)
         row = self.db.put(key, genome, ev, origin, generation)
         self.evaluation_seconds += time.perf_counter() - start
         self.timings.add(ev.timings)
@@ -227,22 +228,25 @@ class Search:
 
     def evaluate(self, genome: np.ndarray, origin: str, generation: int, race: bool = False) -> Evaluation:
         """The genome's evaluation: from the database when known, else evaluated and committed at once. With
-        ``race`` (and racing on), screened first and evaluated on every image only if it could reach the frontier;
-        the screen's estimate is returned otherwise. ``BudgetExhausted`` before rendering what the budget lacks."""
+        ``race`` (and racing on), screened in stages first and evaluated on every image only if it could still
+        reach the frontier after the last; the latest screen's estimate is returned otherwise. ``BudgetExhausted``
+        before rendering what the budget lacks."""
         if not GenomeCodec.caches_something(genome):
             return self.evaluator.prepare()  # no caching at all: the reference itself (infeasible, never stored)
         key = genome_hash(genome)
         full = self.db.get(key)
-        if full is not None or not race or self.screen is None or key in self.full_fidelity:
-            return self._stored_or_new(genome, origin, generation, full=True).evaluation
-        screen = self._stored_or_new(genome, origin, generation, full=False)
-        ev = screen.evaluation
-        self._generation.screened += 1
-        error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
-        if not could_reach_frontier(ev.quality, error, ev.cost, self.archive, self.config.racing.margin):
-            return ev
+        if full is not None or not race or not self.stages or key in self.full_fidelity:
+            return self._stored_or_new(genome, origin, generation).evaluation
+        ev = None
+        for stage, items in enumerate(self.stages):
+            ev = self._stored_or_new(genome, origin, generation, items, known=ev).evaluation
+            if stage == 0:
+                self._generation.screened += 1
+            error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
+            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive, self.config.racing.margin):
+                return ev
         self._generation.promoted += 1
-        return self._stored_or_new(genome, origin, generation, full=True, known=ev).evaluation
+        return self._stored_or_new(genome, origin, generation, known=ev).evaluation
 
     # ------------------------------------------------------------ the loop
 
@@ -367,7 +371,7 @@ class Search:
                                   self.ledger.used, complete, details)
         self._write_log()
         if complete:
-            racing = f" · {g.screened} screened, {g.promoted} in full" if self.screen is not None else ""
+            racing = f" · {g.screened} screened, {g.promoted} in full" if self.stages else ""
             surrogate = (f" · surrogate {'on' if state.surrogate.active else 'off'}"
                          + (f" (tau {state.surrogate.tau:.2f})" if state.surrogate.tau is not None else "")
                          if self.config.surrogate else "")

@@ -168,10 +168,11 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                    help="score a candidate on some of the images relative to the uncached image of the same prompt "
                         "and seed, so that easy and hard prompts cancel out (default: on; fidelity is relative anyway)")
     g.add_argument("--racing", action=argparse.BooleanOptionalAction, default=True,
-                   help="screen each candidate on --race-images images first and render the rest only if it could "
-                        "reach the frontier; only evaluations on every image make the frontier (default: on)")
+                   help="screen each candidate on --race-images images first, then on twice as many, and so on, "
+                        "while it could still reach the frontier, and render the rest only then; only evaluations on "
+                        "every image make the frontier (default: on)")
     g.add_argument("--race-images", type=int, metavar="N",
-                   help="images a candidate is screened on: one of each of N prompts in a seeded order, then second "
+                   help="images of a candidate's first screen: one of each of N prompts in a seeded order, then second "
                         "images (default: an eighth of the calibration images, at least 2)")
     g.add_argument("--race-margin", type=float, default=2.0, metavar="Z",
                    help="a screened candidate is dropped when its estimate plus Z standard errors stays below the "

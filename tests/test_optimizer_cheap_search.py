@@ -20,7 +20,7 @@ from optimizer.database import RunDatabase
 from optimizer.evaluate import Evaluator
 from optimizer.genome import GenomeCodec
 from optimizer.metrics import make_metric
-from optimizer.racing import RacingConfig, screening_items, standard_error
+from optimizer.racing import RacingConfig, screening_items, screening_stages, standard_error
 from optimizer.search import Search, SearchConfig
 from optimizer.seeding import initial_population
 from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, choose, kendall_tau
@@ -216,6 +216,41 @@ def test_racing_never_lets_a_screen_into_the_frontier(tmp_path):
     assert points and all(round(p.quality, 12) in qualities for p in points)
     # every image rendered is in the rows (screens with 2, full rows with the rest) and the references
     assert backend.images == sum(r.evaluation.images for r in rows) + len(search.evaluator.items)
+    db.close()
+
+
+def test_screening_stages_double_and_nest():
+    items = calibration_items(PROMPTS, 3)                           # 12 images
+    stages = screening_stages(items, 2, seed=0)
+    assert [len(s) for s in stages] == [2, 4, 8]                    # the next would be every image
+    assert all(set(a) < set(b) for a, b in zip(stages, stages[1:]))  # a stage renders only what is new
+    assert len({items[i].prompt for i in stages[1]}) == 4           # one image of each prompt before second ones
+    assert screening_stages(items, 12, seed=0) == ()                # a first screen of every image: no racing
+
+
+def test_racing_drops_candidates_at_every_stage_and_renders_each_image_once(tmp_path):
+    """12 images, stages of 2, 4 and 8: a candidate's rows are the stages it passed, in order, each on the images
+    of its stage, then (promoted) every image; each row renders only the images its predecessor lacks."""
+    search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2), images_per_prompt=3)
+    search.run(generations=4)
+    stages = search.stages
+    assert [len(s) for s in stages] == [2, 4, 8]
+    by_genome: dict[str, list] = {}
+    for row in db.rows():
+        by_genome.setdefault(row.genome_hash, []).append(row)
+    last_stage = []                                               # per raced candidate: its last screen's stage
+    for key, rows in by_genome.items():
+        screens = [r for r in rows if not r.full]
+        if not screens:
+            continue  # the FORA-like seeds of the first generation, evaluated before any frontier existed
+        assert [r.evaluation.items for r in screens] == list(stages[:len(screens)])
+        seen = 0
+        for r in rows:
+            assert r.evaluation.images == r.evaluation.fidelity(12) - seen
+            seen = r.evaluation.fidelity(12)
+        last_stage.append(len(screens) if not rows[-1].full else "full")
+    assert {1, 2, 3} <= set(last_stage) and "full" in last_stage, last_stage   # dropped at every stage, and promoted
+    assert backend.images == sum(r.evaluation.images for r in db.rows()) + 12
     db.close()
 
 
