@@ -90,15 +90,19 @@ def test_run_database_holds_every_evaluation(toy_run):
     db.close()
     baselines_after_search = [r for r in rows if r[7] == -1]  # FORA-N not in the initial population
     assert {r[6] for r in baselines_after_search} <= {"FORA-2", "FORA-3", "FORA-4", "FORA-5"}
-    # a genome once screened (racing) and once on every image, at most
-    assert len(rows) == len({(r[0], r[8]) for r in rows}) == sum(n for _, n in generations) + len(baselines_after_search)
+    # a genome once per racing stage it reached (screens on 2, then 4 images) and once on every image, at most
+    assert len(rows) == len({(r[0], r[9]) for r in rows}) == sum(n for _, n in generations) + len(baselines_after_search)
     assert [g for g, _ in generations] == [0, 1, 2, 3, 4]
     screens, full = [r for r in rows if not r[8]], [r for r in rows if r[8]]
     assert screens and full
     assert all(len(json.loads(r[3])) == 6 and json.loads(r[9]) == [] for r in full)  # 3 prompts × 2 seeds
-    assert all(len(json.loads(r[3])) == len(json.loads(r[9])) == r[10] == 2 for r in screens)  # an eighth, at least 2
-    screened = {r[0] for r in screens}
-    assert all(r[10] == (4 if r[0] in screened else 6) for r in full)  # after a screen, only the rest is rendered
+    first = [r for r in screens if len(json.loads(r[9])) == 2]        # an eighth, at least 2
+    second = [r for r in screens if len(json.loads(r[9])) == 4]       # twice as many: only the 2 new ones rendered
+    assert first and second and len(first) + len(second) == len(screens)
+    assert all(len(json.loads(r[3])) == len(json.loads(r[9])) and r[10] == 2 for r in screens)
+    assert {r[0] for r in second} <= {r[0] for r in first}
+    largest = {r[0]: len(json.loads(r[9])) for r in sorted(screens, key=lambda r: len(json.loads(r[9])))}
+    assert all(r[10] == 6 - largest.get(r[0], 0) for r in full)    # after the screens, only the rest is rendered
     assert {r[4] for r in rows} == {load_schedule(out).provenance["calibration"]["prompts_hash"]}
     assert any(r[6] == "FORA-2" for r in rows) and any(r[6].startswith("generation") for r in rows)
     assert settings["steps"] == 8 and settings["preset"] == "toy"
