@@ -115,6 +115,11 @@ class StoredEvaluation:
     full: bool = True
 
 
+def _items_column(items: Sequence[int]) -> str:
+    """The ``items`` column of an evaluation on these calibration images: what ``put`` writes and ``get`` looks up."""
+    return json.dumps([int(i) for i in items])
+
+
 class RunDatabase:
     def __init__(self, path: Path, context: str, model_hash: str, calibration_hash: str):
         """Open (or create) the database and check it: SQLite's integrity check, the schema, every row's checksum."""
@@ -246,8 +251,7 @@ class RunDatabase:
         """The genome's evaluation on every calibration image, or (``items``) its racing screen on those images."""
         with self._sqlite("reading an evaluation"):
             row = self.db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE genome_hash = ? AND context = ? "
-                                  "AND items = ?", (genome_hash, self.context,
-                                                    json.dumps([int(i) for i in items]))).fetchone()
+                                  "AND items = ?", (genome_hash, self.context, _items_column(items))).fetchone()
         return _stored(row) if row else None
 
     def put(self, genome_hash: str, genome: np.ndarray, ev: Evaluation, origin: str, generation: int) -> StoredEvaluation:
@@ -255,7 +259,7 @@ class RunDatabase:
         row = (genome_hash, self.context, pack(genome), int(len(genome)), float(ev.quality), float(ev.cost),
                float(ev.macs), float(ev.latency_ms), json.dumps([float(s) for s in ev.scores]), float(t.model),
                float(t.decode), float(t.metric), self.calibration_hash, self.model_hash, origin, int(generation),
-               time.time(), self._next_seq, int(not ev.items), json.dumps([int(i) for i in ev.items]), int(ev.images))
+               time.time(), self._next_seq, int(not ev.items), _items_column(ev.items), int(ev.images))
         if not all(math.isfinite(v) for v in row[4:8]):  # SQLite would store NaN as NULL
             raise ValueError(f"the evaluation of genome {genome_hash[:12]} is not finite (quality {ev.quality}, cost "
                              f"{ev.cost}): the model or the metric produced NaN or infinity")

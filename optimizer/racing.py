@@ -86,12 +86,11 @@ class Archive:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
         if row.full or row.genome_hash not in self.full:
             self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
-        first_screen = not row.full and row.genome_hash not in self._screened
-        if first_screen:
+        if not row.full and row.genome_hash not in self._screened:  # a first screen: later stages repeat its images
             self._screened.add(row.genome_hash)
-        if first_screen and differences is not None and len(differences) > 1:  # later stages repeat its images
-            self._dof += len(differences) - 1
-            self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
+            if differences is not None and len(differences) > 1:
+                self._dof += len(differences) - 1
+                self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
 
     def pooled_sd(self) -> Optional[float]:
         return math.sqrt(self._sum_squares / self._dof) if self._dof else None
