@@ -9,8 +9,11 @@
 2. Greedy schedules at each --budgets fraction of the block MACs (``ecad_nodes.greedy``): whole
    steps, single components, and whole steps continued with single components, reusing where the
    accumulated change is smallest per MAC saved.
-3. Each is rendered on the same images and scored with --metric, FORA-2…5 too; the non-dominated
-   ones (FORA included) are written as a schedule file, as ``optimizer.run`` writes its frontier.
+3. FORA-2…5 are rendered on every image and scored with --metric; the greedy schedules are raced
+   against them and each other (``race``): each is scored on a few images first, then on more, and on
+   all of them only while it could still reach the frontier of those measured on every image.
+4. The non-dominated ones measured on every image (FORA included) are written as a schedule file, as
+   ``optimizer.run`` writes its frontier.
 
 Far fewer images than the full search (``optimizer.run``), and a frontier that starts it
 (``calibration_masks``). By default 8 prompts with one image each; --num-prompts and
@@ -39,8 +42,16 @@ from .spec import (RunFailure, RunSpec, SetupError, add_calibration_options, add
 
 QUICK_PROMPTS = 8                  # default calibration prompts (the preset's, if it has fewer)
 QUICK_IMAGES_PER_PROMPT = 1
+#: Finer than the node's (``DEFAULT_BUDGETS``), which renders every schedule on the user's latent: racing drops most of
+#: the extra ones after two images, and the near-lossless end (99 %) and the gaps between budgets carry much of a
+#: frontier's hypervolume (benchmarks/README.md, "Quick calibration with finer budgets, raced").
+CALIBRATION_BUDGETS = (0.99, *(round(0.95 - 0.05 * k, 2) for k in range(15)))   # 0.99, 0.95, 0.90, … 0.25
+SCREEN_IMAGES = 2                  # a greedy schedule's first screen, then twice as many … (``racing.screening_stages``)
+#: Standard errors of optimism before a screened schedule is dropped: one, not the search's two, because a dropped
+#: schedule level with the frontier costs quick calibration nothing that a neighbouring budget does not give.
+RACE_MARGIN = 1.0
 
-ALGORITHM = "quick calibration (greedy schedules from recorded component changes, verified by rendering)"
+ALGORITHM = "quick calibration (greedy schedules from recorded component changes, raced and verified by rendering)"
 
 
 # ---------------------------------------------------------------- building blocks (also for the full search)
@@ -113,7 +124,7 @@ def calibration_items(spec: RunSpec):
     return items_of(spec.prompts, spec.images_per_prompt, first_seed=spec.seed * count)
 
 
-def calibrate(spec: RunSpec, budgets: Sequence[float] = DEFAULT_BUDGETS, say: Callable[[str], None] = print) -> CalibrationResult:
+def calibrate(spec: RunSpec, budgets: Sequence[float] = CALIBRATION_BUDGETS, say: Callable[[str], None] = print) -> CalibrationResult:
     from .pipeline import device_label, set_threads, worker_pool
 
     set_threads(spec)
@@ -150,19 +161,51 @@ def _calibrate(spec: RunSpec, budgets: Sequence[float], say, workers, device: st
             f"over {changes.runs} run(s)")
         # priced in MACs whatever the cost objective (with --cost latency, the linear layers'): the greedy needs them
         candidates = greedy_candidates(changes, evaluator.image_cost, backend, budgets)
-        progress.set_total(ledger.used + len(items) * (len(candidates) + len(fora)))
-        verified = [Verified(f"greedy ({g.kind}) at {100 * g.budget:.0f}% of the block MACs", g.mask,
-                             evaluator.evaluate(g.mask)) for g in candidates]
+        progress.set_total(ledger.used + len(items) * (len(candidates) + len(fora)))  # at most: racing drops some
         codec = GenomeCodec(backend.layout, spec.steps)
         baselines = [Verified(name, codec.mask(genome), evaluator.evaluate(codec.mask(genome)))
                      for name, genome in baseline_genomes(spec, codec, backend.layout).items()]
+        verified = race(evaluator, [(f"greedy ({g.kind}) at {100 * g.budget:.0f}% of the block MACs", g.mask)
+                                    for g in candidates], baselines, spec.seed)
         return _write(spec, budgets, backend, evaluator, metric, items, full, changes, verified, baselines, ledger,
-                      time.perf_counter() - started, say, device)
+                      len(candidates), time.perf_counter() - started, say, device)
     finally:
         progress.close()
         model.close()
         del backend, model
         gc.collect()
+
+
+def race(evaluator, candidates: Sequence[tuple[str, Any]], measured: Sequence[Verified], seed: int,
+         screen_images: int = SCREEN_IMAGES, margin: float = RACE_MARGIN) -> list[Verified]:
+    """The ``candidates`` (origin, mask) that were scored on every image, each dropped as soon as it could not reach
+    the frontier of ``measured`` (scored on every image: the FORA baselines) and of the candidates kept before it.
+
+    Every candidate is first screened on ``screen_images`` images (``racing.screening_stages``, seeded by ``seed``), so
+    that the spread of the paired differences can be pooled over all screens and ``measured``'s full evaluations
+    (a screen of two images says little about its own). Then, cheapest first (so that the frontier at a candidate's
+    cost is already measured), the search's test on each stage (as ``racing.could_reach_frontier``): go on while the
+    estimate plus ``margin`` standard errors reaches the best quality measured at no more cost."""
+    from .racing import pooled_sd, screening_stages, standard_error
+    stages = screening_stages(evaluator.items, screen_images, seed)
+    if not stages:  # too few images to screen on
+        return [Verified(origin, mask, evaluator.evaluate(mask)) for origin, mask in candidates]
+    screens = [evaluator.evaluate(mask, stages[0]) for _, mask in candidates]
+    spread = pooled_sd([evaluator.differences(ev) for ev in [*screens, *(v.evaluation for v in measured)]])
+    front = [(v.evaluation.quality, v.evaluation.cost) for v in measured]
+    kept = []
+    for k in sorted(range(len(candidates)), key=lambda k: screens[k].cost):
+        (origin, mask), ev = candidates[k], screens[k]
+        for items in (*stages[1:], ()):
+            best = max((q for q, c in front if c <= ev.cost), default=None)
+            error = standard_error(evaluator.differences(ev), spread, len(evaluator.items))
+            if best is not None and ev.quality + margin * error < best:
+                break
+            ev = evaluator.evaluate(mask, items, known=ev)
+        else:
+            kept.append(Verified(origin, mask, ev))
+            front.append((ev.quality, ev.cost))
+    return kept
 
 
 def _progress(spec: RunSpec, estimate: int, ledger, say):
@@ -173,7 +216,7 @@ def _progress(spec: RunSpec, estimate: int, ledger, say):
 
 
 def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, items, full, changes, verified,
-           baselines, ledger, seconds: float, say, device: str) -> CalibrationResult:
+           baselines, ledger, raced: int, seconds: float, say, device: str) -> CalibrationResult:
     from ecad_nodes.schedule_io import save_schedule
 
     from .calibration import items_hash, seed_range
@@ -205,7 +248,8 @@ def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, 
                         "prompts_hash": items_hash(items)},
         "metric": spec.metric, "cost": spec.cost, "mac_convention": evaluator.image_cost.convention,
         "search": {"algorithm": ALGORITHM, "budgets": sorted({float(b) for b in budgets}, reverse=True),
-                   "recorded_runs": changes.runs, "lags": changes.lags, "schedules_verified": len(verified),
+                   "recorded_runs": changes.runs, "lags": changes.lags, "schedules_raced": raced,
+                   "schedules_verified": len(verified),
                    "evaluations": len(everything), "images": ledger.used, "seed": spec.seed},
         **measured,
     }
@@ -219,8 +263,8 @@ def _write(spec: RunSpec, budgets: Sequence[float], backend, evaluator, metric, 
                f"{spec.preset.name}: quick calibration, {len(verified)} greedy schedules")
     say("")
     say(table(points, base_points, metric.short_name, evaluator.full_macs, full.quality))
-    say(f"\n{ledger.used} images rendered in {seconds:.1f} s ({len(verified)} greedy schedules and "
-        f"{len(baselines)} FORA baselines verified)")
+    say(f"\n{ledger.used} images rendered in {seconds:.1f} s ({len(verified)} of {raced} greedy schedules and "
+        f"{len(baselines)} FORA baselines verified on every image)")
     say(f"wrote {spec.out} ({len(points)} points; {where_listed(spec.out)}) and {png}")
     return CalibrationResult(spec.out, png, points, base_points, everything, ledger.used, seconds)
 
@@ -256,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_options(p)
     add_worker_options(p)
     g = p.add_argument_group("quick calibration")
-    g.add_argument("--budgets", type=_fractions, default=DEFAULT_BUDGETS, metavar="F,F,...",
+    g.add_argument("--budgets", type=_fractions, default=CALIBRATION_BUDGETS, metavar="F,F,...",
                    help="block-MAC fractions the greedy schedules are made for (default: "
-                        f"{','.join(f'{b:g}' for b in DEFAULT_BUDGETS)}); up to three schedules each are rendered")
+                        f"{','.join(f'{b:g}' for b in CALIBRATION_BUDGETS)}); up to three schedules each are raced")
     return p
 
 

@@ -105,6 +105,15 @@ class Archive:
         return max(qualities) if qualities else None
 
 
+def pooled_sd(samples: Sequence[np.ndarray]) -> Optional[float]:
+    """The standard deviation pooled over ``samples`` (each about its own mean), as ``Archive`` pools first screens;
+    None without a sample of two or more."""
+    dof = sum(len(x) - 1 for x in samples if len(x) > 1)
+    if not dof:
+        return None
+    return math.sqrt(sum(float(np.var(x, ddof=1)) * (len(x) - 1) for x in samples if len(x) > 1) / dof)
+
+
 def standard_error(differences: np.ndarray, pooled_sd: Optional[float], total: int) -> float:
     """Of a mean of ``differences`` (k of ``total`` images, drawn without replacement) as an estimate of the mean over
     all: the larger of the screen's own and the pooled spread, with the finite-population correction."""

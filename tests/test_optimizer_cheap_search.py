@@ -20,7 +20,7 @@ from optimizer.database import RunDatabase
 from optimizer.evaluate import Evaluator
 from optimizer.genome import GenomeCodec
 from optimizer.metrics import make_metric
-from optimizer.racing import RacingConfig, screening_items, screening_stages, standard_error
+from optimizer.racing import RacingConfig, pooled_sd, screening_items, screening_stages, standard_error
 from optimizer.search import Search, SearchConfig
 from optimizer.seeding import initial_population
 from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, choose, kendall_tau
@@ -193,6 +193,13 @@ def test_standard_error_of_a_screen():
     assert standard_error(d, 10.0, total=8) == pytest.approx(10.0 / np.sqrt(2) * np.sqrt(1 - 2 / 8))
     assert standard_error(np.array([1.0]), None, total=8) == np.inf  # nothing known: promoted
     assert standard_error(d, None, total=2) == 0.0  # every image scored
+
+
+def test_pooled_spread_weighs_each_sample_by_its_degrees_of_freedom():
+    a, b = np.array([1.0, 3.0]), np.array([0.0, 4.0, 8.0])
+    pooled = np.sqrt((np.var(a, ddof=1) * 1 + np.var(b, ddof=1) * 2) / 3)
+    assert pooled_sd([a, b, np.array([5.0])]) == pytest.approx(pooled)  # a single value says nothing of the spread
+    assert pooled_sd([np.array([5.0])]) is None and pooled_sd([]) is None
 
 
 def test_racing_never_lets_a_screen_into_the_frontier(tmp_path):
