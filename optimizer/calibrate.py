@@ -167,6 +167,7 @@ def _calibrate(spec: RunSpec, budgets: Sequence[float], say, workers, device: st
                      for name, genome in baseline_genomes(spec, codec, backend.layout).items()]
         verified = race(evaluator, [(f"greedy ({g.kind}) at {100 * g.budget:.0f}% of the block MACs", g.mask)
                                     for g in candidates], baselines, spec.seed)
+        progress.set_total(ledger.used)  # what racing left of the estimate: the bar ends full
         return _write(spec, budgets, backend, evaluator, metric, items, full, changes, verified, baselines, ledger,
                       len(candidates), time.perf_counter() - started, say, device)
     finally:

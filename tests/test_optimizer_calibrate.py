@@ -100,8 +100,9 @@ def test_calibration_masks_seed_a_search_from_one_recorded_render():
 
 
 def test_racing_verifies_on_every_image_only_what_could_reach_the_measured_frontier():
-    """Real toy model and fidelity metric: schedules that reuse nearly everything are dropped after a screen, the
-    kept ones are scored on every image, every image rendered is counted, and the same seed races alike."""
+    """Real toy model and fidelity metric: schedules that keep some components as step 0 made them (far below FORA-3
+    at more cost) are dropped after a screen, the kept ones are scored on every image, every image rendered is
+    counted, and a race run again decides alike."""
     from optimizer.budget import ImageLedger, MeteredBackend
     from optimizer.calibrate import Verified, calibration_masks, race
     from optimizer.calibration import calibration_items
