@@ -185,9 +185,9 @@ def race(evaluator, candidates: Sequence[tuple[str, Any]], measured: Sequence[Ve
     Every candidate is first screened on ``screen_images`` images (``racing.screening_stages``, seeded by ``seed``), so
     that the spread of the paired differences can be pooled over all screens and ``measured``'s full evaluations
     (a screen of two images says little about its own). Then, cheapest first (so that the frontier at a candidate's
-    cost is already measured), the search's test on each stage (as ``racing.could_reach_frontier``): go on while the
+    cost is already measured), the search's test on each stage (``racing.could_reach_frontier``): go on while the
     estimate plus ``margin`` standard errors reaches the best quality measured at no more cost."""
-    from .racing import pooled_sd, screening_stages, standard_error
+    from .racing import could_reach_frontier, pooled_sd, screening_stages, standard_error
     stages = screening_stages(evaluator.items, screen_images, seed)
     if not stages:  # too few images to screen on
         return [Verified(origin, mask, evaluator.evaluate(mask)) for origin, mask in candidates]
@@ -198,9 +198,8 @@ def race(evaluator, candidates: Sequence[tuple[str, Any]], measured: Sequence[Ve
     for k in sorted(range(len(candidates)), key=lambda k: screens[k].cost):
         (origin, mask), ev = candidates[k], screens[k]
         for items in (*stages[1:], ()):
-            best = max((q for q, c in front if c <= ev.cost), default=None)
             error = standard_error(evaluator.differences(ev), spread, len(evaluator.items))
-            if best is not None and ev.quality + margin * error < best:
+            if not could_reach_frontier(ev.quality, error, ev.cost, front, margin):
                 break
             ev = evaluator.evaluate(mask, items, known=ev)
         else:

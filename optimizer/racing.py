@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -99,11 +99,6 @@ class Archive:
         keys = pareto_front(list(self.full.items()))
         return [self.full[k] for k in keys]
 
-    def quality_within(self, cost: float) -> Optional[float]:
-        """The best full-fidelity quality at no more than ``cost`` (None: nothing measured is as cheap)."""
-        qualities = [q for q, c in self.full.values() if c <= cost]
-        return max(qualities) if qualities else None
-
 
 def pooled_sd(samples: Sequence[np.ndarray]) -> Optional[float]:
     """The standard deviation pooled over ``samples`` (each about its own mean), as ``Archive`` pools first screens;
@@ -124,7 +119,9 @@ def standard_error(differences: np.ndarray, pooled_sd: Optional[float], total: i
     return max(known) / math.sqrt(k) * math.sqrt(max(0.0, 1.0 - k / total))
 
 
-def could_reach_frontier(estimate: float, error: float, cost: float, archive: Archive, margin: float) -> bool:
-    """Not dominated by the measured frontier by more than ``margin`` standard errors."""
-    best = archive.quality_within(cost)
+def could_reach_frontier(estimate: float, error: float, cost: float, measured: Iterable[tuple[float, float]],
+                         margin: float) -> bool:
+    """Not dominated by more than ``margin`` standard errors by the best of ``measured`` (full-fidelity (quality, cost)
+    pairs, e.g. ``Archive.full``'s values) at no more than ``cost``; nothing measured as cheap: it could."""
+    best = max((q for q, c in measured if c <= cost), default=None)
     return best is None or estimate + margin * error >= best

@@ -243,7 +243,8 @@ class Search:
             if stage == 0:
                 self._generation.screened += 1
             error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
-            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive, self.config.racing.margin):
+            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.full.values(),
+                                        self.config.racing.margin):
                 return ev
         self._generation.promoted += 1
         return self._stored_or_new(genome, origin, generation, known=ev).evaluation
