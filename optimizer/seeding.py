@@ -1,6 +1,6 @@
 """The search's initial population: hand-made schedules and variants of them, not random bits.
 
-As in the ECAD paper, the first generation is seeded with heuristics. It always holds
+As in the ECAD paper, the first generation is seeded with heuristics. It holds
 
 - FORA-N: everything computed every N steps, reused in between;
 - every one-step move of FORA-N: one computed step (not the first) moved one step earlier or later.
@@ -14,11 +14,15 @@ and then as many schedules as the population size: one heuristic from each of th
 - one component kind cached FORA-style while the rest compute every step;
 - one component kind reused in evenly spaced blocks over the middle steps;
 
-then mutated variants of all of these. Extra seeds (``--warm-start``, quick calibration) come right after
-FORA's. The first generation is thus larger than the population
+then mutated variants of all of these. The first generation is thus larger than the population
 (NSGA-II's survival keeps the best). Random bits would cache about half of everything and
 start far from any useful trade-off. The 4-point crossover then recombines the seeds' step ranges
 (the genome is step-major), so the step choices of different seeds mix.
+
+Extra seeds (``--warm-start``, quick calibration) replace all but FORA-N: the first generation is then
+FORA-N and the extra seeds, topped up with the other heuristics only to the population size. Such seeds
+beat the hand-made ones, and every seed costs images (the cheap search on toy reached 90 % of a long
+search's hypervolume with a third of the images; benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -119,10 +123,11 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
 
 
 def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence[Seed] = ()) -> list[Seed]:
-    """All FORA-N seeds, the ``extra`` seeds (a warm start's frontier, a quick calibration's schedules), FORA's
-    one-step moves, then ``size`` more: one new heuristic from each other kind in turn, then mutations
-    of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. The first
-    generation is larger than the population; NSGA-II's survival then keeps the best ``size``."""
+    """All FORA-N seeds and FORA's one-step moves, then ``size`` more: one new heuristic from each other kind in
+    turn, then mutations of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching
+    something. The first generation is larger than the population; NSGA-II's survival then keeps the best ``size``.
+    With ``extra`` seeds (a warm start's frontier, a quick calibration's schedules) instead of FORA's moves, and
+    the other heuristics only while there are fewer than ``size``."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
     chosen: list[Seed] = []
@@ -136,9 +141,9 @@ def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence
             return True
         return False
 
-    for s in [*fora_seeds(codec), *extra, *shifted_fora_seeds(codec)]:  # extra seeds before FORA's moves: a budget
-        take(s)                                                            # may end the first generation early
-    total = len(chosen) + size
+    for s in [*fora_seeds(codec), *(extra or shifted_fora_seeds(codec))]:
+        take(s)
+    total = max(len(chosen), size) if extra else len(chosen) + size
     queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
     while any(queues) and len(chosen) < total:
         for queue in queues:
