@@ -354,9 +354,10 @@ class Bench:
         return run
 
     def calibration_options(self) -> list[str]:
-        """The searches' calibration images: the preset's, or --calibration-prompts prompts with one image each."""
+        """The searches' calibration images: the preset's, or --calibration-prompts prompts with --calibration-seeds
+        images each."""
         n = self.args.calibration_prompts
-        return ["--num-prompts", str(n), "--images-per-prompt", "1"] if n else []
+        return ["--num-prompts", str(n), "--images-per-prompt", str(self.args.calibration_seeds)] if n else []
 
     def label(self, method: str) -> str:
         """The method's name in the work directory: the cheap search's with its extra options (variants)."""
@@ -379,8 +380,10 @@ class Bench:
         holdout = a.holdout_prompts or DEFAULT_HOLDOUT.get(preset, 16)
         scored = list(dict.fromkeys(["fidelity", "random_critic", *a.metrics]))  # the cache serves every benchmark
         held = HeldOut(preset, scored, holdout, a.threads, self.work, self.say)
+        per_candidate = (a.calibration_prompts * a.calibration_seeds if a.calibration_prompts
+                         else p.prompts * p.images_per_prompt)
         out: dict[str, Any] = {"preset": preset, "population": p.population, "preset_generations": p.generations,
-                               "images_per_candidate": a.calibration_prompts or p.prompts * p.images_per_prompt, "holdout_images": len(held.items),
+                               "images_per_candidate": per_candidate, "holdout_images": len(held.items),
                                "cheap_options": a.cheap_options,
                                "metrics": {}}
         try:
@@ -540,9 +543,12 @@ def parse(argv):
     p.add_argument("--holdout-prompts", type=int, default=None,
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
     p.add_argument("--calibration-prompts", type=int, default=None, metavar="N",
-                   help="the searches (reference, plain, cheap) calibrate on N prompts with one image each instead "
-                        "of the preset's images (nearer the paper's 1000 images per candidate); quick calibration "
+                   help="the searches (reference, plain, cheap) calibrate on N prompts, --calibration-seeds images "
+                        "each, instead of the preset's images (nearer the paper's 1000 images per candidate); quick calibration "
                         "keeps its own 8")
+    p.add_argument("--calibration-seeds", type=int, default=1, metavar="K",
+                   help="with --calibration-prompts: K images (seeds) of each prompt (default 1; the built-in "
+                        "prompt file has 100 prompts, held-out ones included)")
     p.add_argument("--methods", default="plain,cheap,quick",
                    help="compared with the reference: any of plain, cheap, quick (default all three)")
     p.add_argument("--cheap-options", default="", metavar="OPTIONS",
@@ -585,6 +591,7 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
          f"--extend {args.extend}", f"--threads {args.threads}"]
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
         + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])
+        + ([f"--calibration-seeds {args.calibration_seeds}"] if args.calibration_seeds != 1 else [])
         + ([f"--methods {','.join(args.methods)}"] if args.methods != ["plain", "cheap", "quick"] else [])
         + ([f"--cheap-options {shlex.quote(args.cheap_options)}"] if args.cheap_options else [])))
     return f"`{command}`" + (f" ({seconds / 60:.0f} min)" if seconds else "")

@@ -72,3 +72,14 @@ def test_a_search_run_stops_at_the_level_the_generation_cap_or_the_image_cap():
     assert finished(run, stop_at=2.5, cap=32, image_cap=150)                # as many images as the reference
     assert not finished(run, stop_at=2.5, cap=32, image_cap=151)
     assert not finished(run, stop_at=None, cap=32, image_cap=None)          # the reference: only the cap ends it
+
+
+def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
+    def options(*argv):
+        return bench.Bench.calibration_options(type("B", (), {"args": bench.parse(list(argv))})())
+    assert options() == []                                                  # the preset's own images
+    assert options("--calibration-prompts", "64") == ["--num-prompts", "64", "--images-per-prompt", "1"]
+    assert options("--calibration-prompts", "64", "--calibration-seeds", "2") == [
+        "--num-prompts", "64", "--images-per-prompt", "2"]
+    assert "--calibration-seeds 2" in bench.settings_text(bench.parse(["--calibration-prompts", "64",
+                                                                        "--calibration-seeds", "2"]))
