@@ -19,10 +19,11 @@ then mutated variants of all of these. The first generation is thus larger than 
 start far from any useful trade-off. The 4-point crossover then recombines the seeds' step ranges
 (the genome is step-major), so the step choices of different seeds mix.
 
-Extra seeds (``--warm-start``, quick calibration) replace all but FORA-N: the first generation is then
-FORA-N and the extra seeds, topped up with the other heuristics only to the population size. Such seeds
-beat the hand-made ones, and every seed costs images (the cheap search on toy reached 90 % of a long
-search's hypervolume with a third of the images; benchmarks/README.md).
+Extra seeds (``--warm-start``, quick calibration) come right after FORA's and replace the other
+heuristics: the first generation is then FORA-N, the extra seeds and FORA's moves, topped up with the
+others only to the population size. Such seeds beat the hand-made ones, and every seed costs images.
+FORA's moves stay: they are what beats FORA-N at its very cost (without them, a tiny FLUX run's frontier
+had nothing better than FORA-4 at FORA-4's cost; benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -123,11 +124,11 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
 
 
 def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence[Seed] = ()) -> list[Seed]:
-    """All FORA-N seeds and FORA's one-step moves, then ``size`` more: one new heuristic from each other kind in
-    turn, then mutations of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching
-    something. The first generation is larger than the population; NSGA-II's survival then keeps the best ``size``.
-    With ``extra`` seeds (a warm start's frontier, a quick calibration's schedules) instead of FORA's moves, and
-    the other heuristics only while there are fewer than ``size``."""
+    """All FORA-N seeds, the ``extra`` seeds (a warm start's frontier, a quick calibration's schedules), FORA's
+    one-step moves, then ``size`` more: one new heuristic from each other kind in turn, then mutations of any of
+    them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. With ``extra``
+    seeds, the other heuristics only while there are fewer than ``size`` in all. The first generation is larger
+    than the population; NSGA-II's survival then keeps the best ``size``."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
     chosen: list[Seed] = []
@@ -141,8 +142,8 @@ def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence
             return True
         return False
 
-    for s in [*fora_seeds(codec), *(extra or shifted_fora_seeds(codec))]:
-        take(s)
+    for s in [*fora_seeds(codec), *extra, *shifted_fora_seeds(codec)]:  # extra seeds before FORA's moves: a budget
+        take(s)                                                            # may end the first generation early
     total = max(len(chosen), size) if extra else len(chosen) + size
     queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
     while any(queues) and len(chosen) < total:
