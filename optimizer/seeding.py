@@ -1,6 +1,6 @@
 """The search's initial population: hand-made schedules and variants of them, not random bits.
 
-As in the ECAD paper, the first generation is seeded with heuristics. It holds
+As in the ECAD paper, the first generation is seeded with heuristics. It always holds
 
 - FORA-N: everything computed every N steps, reused in between;
 - every one-step move of FORA-N: one computed step (not the first) moved one step earlier or later.
@@ -14,16 +14,11 @@ and then as many schedules as the population size: one heuristic from each of th
 - one component kind cached FORA-style while the rest compute every step;
 - one component kind reused in evenly spaced blocks over the middle steps;
 
-then mutated variants of all of these. The first generation is thus larger than the population
+then mutated variants of all of these. Extra seeds (``--warm-start``, quick calibration) come right after
+FORA's. The first generation is thus larger than the population
 (NSGA-II's survival keeps the best). Random bits would cache about half of everything and
 start far from any useful trade-off. The 4-point crossover then recombines the seeds' step ranges
 (the genome is step-major), so the step choices of different seeds mix.
-
-Extra seeds (``--warm-start``, quick calibration) come right after FORA's and replace the other
-heuristics: the first generation is then FORA-N, the extra seeds and FORA's moves, topped up with the
-others only to the population size. Such seeds beat the hand-made ones, and every seed costs images.
-FORA's moves stay: they are what beats FORA-N at its very cost (without them, a tiny FLUX run's frontier
-had nothing better than FORA-4 at FORA-4's cost; benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -125,10 +120,9 @@ def evenly_spaced_seeds(codec: GenomeCodec) -> list[Seed]:
 
 def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence[Seed] = ()) -> list[Seed]:
     """All FORA-N seeds, the ``extra`` seeds (a warm start's frontier, a quick calibration's schedules), FORA's
-    one-step moves, then ``size`` more: one new heuristic from each other kind in turn, then mutations of any of
-    them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. With ``extra``
-    seeds, the other heuristics only while there are fewer than ``size`` in all. The first generation is larger
-    than the population; NSGA-II's survival then keeps the best ``size``."""
+    one-step moves, then ``size`` more: one new heuristic from each other kind in turn, then mutations
+    of any of them (each bit flipped with a probability of 1–10 %); all distinct, all caching something. The first
+    generation is larger than the population; NSGA-II's survival then keeps the best ``size``."""
     if size < 1:
         raise ValueError(f"the population needs at least one member, got {size}")
     chosen: list[Seed] = []
@@ -144,7 +138,7 @@ def initial_population(codec: GenomeCodec, size: int, seed: int, extra: Sequence
 
     for s in [*fora_seeds(codec), *extra, *shifted_fora_seeds(codec)]:  # extra seeds before FORA's moves: a budget
         take(s)                                                            # may end the first generation early
-    total = max(len(chosen), size) if extra else len(chosen) + size
+    total = len(chosen) + size
     queues = [spaced_seeds(codec), component_seeds(codec), evenly_spaced_seeds(codec)]
     while any(queues) and len(chosen) < total:
         for queue in queues:

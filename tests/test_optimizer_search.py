@@ -14,7 +14,7 @@ from optimizer.genome import GenomeCodec, genome_hash
 from optimizer.metrics import make_metric
 from optimizer.report import hypervolume, pareto_front, point_names, select_points
 from optimizer.search import Search, SearchConfig, load_checkpoint
-from optimizer.seeding import Seed, initial_population
+from optimizer.seeding import initial_population
 from optimizer.toy_backend import ToyBackend, ToySpec
 from optimizer.toy_dit import ToyConfig
 
@@ -103,20 +103,6 @@ def test_every_fora_and_its_one_step_moves_come_first_whatever_the_population():
     fora4_moves = {o for o in origins if o.startswith("FORA-4, ")}
     assert fora4_moves == {f"FORA-4, step {a} moved to {b}" for a, b in ((4, 3), (4, 5), (8, 7), (8, 9))}
     assert not any("moved to" in o for o in origins[25:])  # the population's own 4 are other heuristics
-
-
-def test_extra_seeds_replace_the_other_heuristics_but_not_fora_or_its_moves():
-    codec = GenomeCodec(LAYOUT, 10)
-    plain = initial_population(codec, 4, seed=0)
-    extra = [Seed(f"extra {i}", s.genome) for i, s in enumerate(plain[25:28])]  # three heuristics, renamed
-    seeded = [s.origin for s in plain[:6]] + ["extra 0", "extra 1", "extra 2"] + [s.origin for s in plain[6:25]]
-    population = initial_population(codec, 4, seed=0, extra=extra)
-    assert [s.origin for s in population] == seeded  # FORA, the extra seeds, FORA's 19 moves: more than 4 already
-    topped_up = initial_population(codec, 40, seed=0, extra=extra)
-    origins = [s.origin for s in topped_up]
-    assert len(topped_up) == 40 and origins[:28] == seeded
-    assert not any(o.startswith("mutated") for o in origins)  # other heuristics fill up to 40 first
-    assert len({genome_hash(s.genome) for s in topped_up}) == 40
 
 
 def test_calibration_items_and_batches_keep_one_prompt_per_batch():
