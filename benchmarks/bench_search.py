@@ -544,8 +544,8 @@ def parse(argv):
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
     p.add_argument("--calibration-prompts", type=int, default=None, metavar="N",
                    help="the searches (reference, plain, cheap) calibrate on N prompts, --calibration-seeds images "
-                        "each, instead of the preset's images (nearer the paper's 1000 images per candidate); quick calibration "
-                        "keeps its own 8")
+                        "each, instead of the preset's images (nearer the paper's 1000 images per candidate); quick "
+                        "calibration keeps its own 8")
     p.add_argument("--calibration-seeds", type=int, default=1, metavar="K",
                    help="with --calibration-prompts: K images (seeds) of each prompt (default 1; the built-in "
                         "prompt file has 100 prompts, held-out ones included)")
