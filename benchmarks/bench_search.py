@@ -266,7 +266,7 @@ class Bench:
         from optimizer.spec import spec_from_args
         argv = ["--model", preset, "--metric", metric, "--seed", str(seed), "--generations", str(generations),
                 "--run-dir", str(run_dir), "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads),
-                "--no-progress", *self.calibration_options(),
+                "--no-progress", *calibration_options(self.args),
                 *(PLAIN_FLAGS if method in ("reference", "plain") else shlex.split(self.args.cheap_options))]
         if (run_dir / "run.sqlite").is_file():
             argv.append("--resume")
@@ -352,12 +352,6 @@ class Bench:
         self.say(f"  {key}: {result.images} images, held-out HV {run.final:.4g} [{seconds:.0f} s]")
         self._store(key, run)
         return run
-
-    def calibration_options(self) -> list[str]:
-        """The searches' calibration images: the preset's, or --calibration-prompts prompts with --calibration-seeds
-        images each."""
-        n = self.args.calibration_prompts
-        return ["--num-prompts", str(n), "--images-per-prompt", str(self.args.calibration_seeds)] if n else []
 
     def label(self, method: str) -> str:
         """The method's name in the work directory: the cheap search's with its extra options (variants)."""
@@ -526,6 +520,13 @@ def _markdown(rows: Sequence[Sequence[str]]) -> str:
 
 # ---------------------------------------------------------------- command line
 
+def calibration_options(args) -> list[str]:
+    """The searches' calibration images: the preset's, or --calibration-prompts prompts with --calibration-seeds
+    images each."""
+    n = args.calibration_prompts
+    return ["--num-prompts", str(n), "--images-per-prompt", str(args.calibration_seeds)] if n else []
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
@@ -579,6 +580,8 @@ def parse(argv):
     if set(args.methods) - {"plain", "cheap", "quick"}:
         p.error(f"--methods: unknown {', '.join(sorted(set(args.methods) - {'plain', 'cheap', 'quick'}))}")
     args.metrics = [s for s in args.metrics.split(",") if s]
+    if args.calibration_seeds < 1 or (args.calibration_seeds != 1 and not args.calibration_prompts):
+        p.error("--calibration-seeds: a positive number of images per prompt, with --calibration-prompts")
     if args.cheap_generations is None:
         args.cheap_generations = 8 * args.reference_generations
     return args

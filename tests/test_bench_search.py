@@ -76,10 +76,13 @@ def test_a_search_run_stops_at_the_level_the_generation_cap_or_the_image_cap():
 
 def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
     def options(*argv):
-        return bench.Bench.calibration_options(type("B", (), {"args": bench.parse(list(argv))})())
+        return bench.calibration_options(bench.parse(list(argv)))
     assert options() == []                                                  # the preset's own images
     assert options("--calibration-prompts", "64") == ["--num-prompts", "64", "--images-per-prompt", "1"]
     assert options("--calibration-prompts", "64", "--calibration-seeds", "2") == [
         "--num-prompts", "64", "--images-per-prompt", "2"]
     assert "--calibration-seeds 2" in bench.settings_text(bench.parse(["--calibration-prompts", "64",
                                                                         "--calibration-seeds", "2"]))
+    for wrong in (["--calibration-seeds", "2"], ["--calibration-prompts", "64", "--calibration-seeds", "0"]):
+        with pytest.raises(SystemExit):                                     # seeds of no prompts, or no seeds
+            bench.parse(wrong)
