@@ -70,3 +70,12 @@ def final_measurement_images(images: int, holdout_images: int, latency_repeats: 
     schedules = 1 + points + baselines
     latency = (latency_repeats + 1) * schedules * min(latency_images, images) if latency_repeats else 0
     return holdout_images * schedules + latency
+
+
+def verification_images(images: int, steer_images: Optional[int], frontier_size: int, baselines: int) -> int:
+    """The most images one round of verifying a steered search's frontier renders (``Search.verify``): the points a
+    file keeps (at most max(K, 2 + baselines), as above), each on the images its last screen lacks; 0 without
+    steering (``steer_images`` None or every image)."""
+    if steer_images is None or steer_images >= images:
+        return 0
+    return max(frontier_size, 2 + baselines) * (images - steer_images)

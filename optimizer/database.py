@@ -362,6 +362,15 @@ class RunDatabase:
                             (generation, hypervolume, json.dumps(population), evaluated, reused, seconds, time.time(),
                              int(images), int(complete), json.dumps(details or {})))
 
+    def amend_generation(self, generation: int, hypervolume: float, images: int, details: dict[str, Any]) -> None:
+        """A recorded generation's hypervolume and images, and ``details`` merged into its own, after more was
+        rendered for it (``Search.verify``); nothing if it is not recorded."""
+        with self._sqlite("amending a generation"):
+            row = self.db.execute("SELECT details FROM generations WHERE generation = ?", (generation,)).fetchone()
+            if row is not None:
+                self.db.execute("UPDATE generations SET hypervolume = ?, images = ?, details = ? WHERE generation = ?",
+                                (hypervolume, int(images), json.dumps({**json.loads(row[0]), **details}), generation))
+
     def generations(self) -> list[dict[str, Any]]:
         with self._sqlite("reading the generations"):
             rows = self.db.execute("SELECT generation, hypervolume, evaluated, reused, seconds, images, complete, "

@@ -304,13 +304,15 @@ def baseline_genomes(spec: RunSpec, codec, layout) -> dict[str, Any]:
 def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: str, say, ledger=None, seeds=()):
     """NSGA-II until ``spec.generations`` offspring generations are done (resuming from the checkpoint) or the image
     budget is spent."""
+    from .budget import verification_images
     from .progress import Progress
     from .racing import RacingConfig
     from .search import Search, SearchConfig
     from .surrogate import SurrogateConfig
     config = SearchConfig(spec.population, spec.seed, mutation_prob=spec.mutation_prob,
                           mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob,
-                          racing=RacingConfig(spec.race_images, spec.race_margin) if settings.racing else None,
+                          racing=RacingConfig(spec.race_images, spec.race_margin, spec.steer_images)
+                          if settings.racing else None,
                           surrogate=SurrogateConfig(pool=spec.surrogate_pool, evaluate=spec.surrogate_evaluations,
                                                     min_tau=spec.surrogate_min_tau) if spec.surrogate else None)
     search = Search(codec, evaluator, db, spec.run_dir, config, settings.fingerprint(), metric_short=metric_short,
@@ -321,19 +323,40 @@ def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: st
         say(f"resuming after generation {done - 1} ({db.count()} evaluations in the database)")
     images = len(evaluator.items)
     per_generation = (config.surrogate.evaluate if config.surrogate else spec.population) * images
+    verification = verification_images(images, search.steer_images, spec.frontier_size,  # kept for verify
+                                       len(search.full_fidelity))
     planned = ((0 if done else len(search.seeds)) * images
-               + max(0, spec.generations - max(0, done - 1)) * per_generation)
+               + max(0, spec.generations - max(0, done - 1)) * per_generation + verification)
     used = search.ledger.used
     total = used + planned if search.ledger.limit is None else min(search.ledger.limit, used + planned)
     search.progress = Progress(total=total, done=used, enabled=spec.progress, write=say)
     search.ledger.listeners.append(search.progress.images)
     try:
-        result = search.run(spec.generations)
+        if search.ledger.limit is not None:
+            search.ledger.limit -= verification
+        try:
+            result = search.run(spec.generations)
+        finally:
+            if search.ledger.limit is not None:
+                search.ledger.limit += verification
+        verify_stage(spec, search, say)
     finally:
         search.progress.close()
         search.ledger.listeners.remove(search.progress.images)
     db.set_meta("generations_completed", result.completed)
     return search, result
+
+
+def verify_stage(spec: RunSpec, search, say: Callable[[str], None] = print) -> None:
+    """Where the search steered on estimates on a few images: the points the file keeps, rendered on every image."""
+    from .budget import BudgetExhausted
+    try:
+        verified = search.verify(spec.frontier_size)
+    except BudgetExhausted as e:
+        say(f"verifying the frontier on every image stopped: {e}; the file holds the points verified so far")
+        return
+    if verified:
+        say(f"verified {verified} schedules of the frontier of estimates on every calibration image")
 
 
 def baseline_stage(spec: RunSpec, codec, layout, search, say: Callable[[str], None] = print) -> list:

@@ -13,6 +13,13 @@ dominated are dropped at a later stage for a fraction of the full set. Only eval
 enter the frontier and the schedule file; a screen only steers the search (NSGA-II is told its latest
 estimate).
 
+**Steering on few images.** With many images per candidate (the paper's 1 000), candidates near the frontier
+pass every screen and are rendered on every image: racing then saves little. With ``steer_images`` set, the
+stages stop at that many images and no candidate is rendered in full during the search: the search steers on
+those estimates (a candidate races against the full evaluations and every other estimate on as many images),
+and at its end only the points a schedule file keeps of the frontier of estimates are rendered in full
+(``Search.verify``, raced on the way), until every point kept is a full evaluation.
+
 ``Archive`` is what those decisions are made from: the evaluations the search has processed, in its
 order. It is rebuilt from the database (every row up to the insertion number the checkpoint records), so a
 resumed run makes the very same decisions as an uninterrupted one.
@@ -34,6 +41,7 @@ from .report import pareto_front
 class RacingConfig:
     screen_images: int                 # calibration images of a candidate's first screen (then twice as many …)
     margin: float = 2.0                # standard errors of optimism before a screened candidate is dropped
+    steer_images: Optional[int] = None  # screens stop here; only the frontier is rendered in full (None: no cap)
 
 
 def screening_items(items: Sequence[CalibrationItem], count: int, seed: int) -> tuple[int, ...]:
@@ -53,25 +61,33 @@ def screening_items(items: Sequence[CalibrationItem], count: int, seed: int) -> 
     return tuple(sorted(chosen))
 
 
-def screening_stages(items: Sequence[CalibrationItem], first: int, seed: int) -> tuple[tuple[int, ...], ...]:
+def screening_stages(items: Sequence[CalibrationItem], first: int, seed: int,
+                     last: Optional[int] = None) -> tuple[tuple[int, ...], ...]:
     """The images (indices, in calibration order) of each screening stage: ``first``, then twice as many each stage
-    while fewer than all (each stage's images include the previous stage's: they are not rendered again)."""
+    while fewer than all (each stage's images include the previous stage's: they are not rendered again); with
+    ``last``, no stage has more than ``last`` images and the last stage has exactly that many."""
+    end = len(items) if last is None else min(last, len(items))
     stages = []
-    count = first
-    while count < len(items):
+    count = min(first, end)
+    while count < end:
         stages.append(screening_items(items, count, seed))
         count *= 2
+    if last is not None and end < len(items):
+        stages.append(screening_items(items, end, seed))
     return tuple(stages)
 
 
 class Archive:
     """The evaluations the search has processed: the frontier of the full ones, every genome's best estimate,
-    the spread of screens' paired differences, and the images they rendered."""
+    the estimates on ``steer_images`` images, the spread of screens' paired differences, and the images they
+    rendered."""
 
-    def __init__(self):
+    def __init__(self, steer_images: Optional[int] = None):
+        self.steer_images = steer_images
         self.last_seq = 0
         self.full: dict[str, tuple[float, float]] = {}            # genome hash -> (quality, cost)
         self.best: dict[str, tuple[np.ndarray, float, float]] = {}  # genome hash -> (genome, quality, cost)
+        self.steered: dict[str, tuple[float, float]] = {}         # genome hash -> deepest estimate, ≥ steer_images
         self.images = 0
         self._dof = 0                                             # pooled variance of the paired differences
         self._sum_squares = 0.0                                   # (of first screens)
@@ -86,6 +102,8 @@ class Archive:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
         if row.full or row.genome_hash not in self.full:
             self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
+        if not row.full and self.steer_images is not None and len(ev.items) >= self.steer_images:
+            self.steered[row.genome_hash] = (ev.quality, ev.cost)             # a genome's screens come deepest last
         if not row.full and row.genome_hash not in self._screened:  # a first screen: later stages repeat its images
             self._screened.add(row.genome_hash)
             if differences is not None and len(differences) > 1:
@@ -98,6 +116,15 @@ class Archive:
     def frontier(self) -> list[tuple[float, float]]:
         keys = pareto_front(list(self.full.items()))
         return [self.full[k] for k in keys]
+
+    def steering(self) -> dict[str, tuple[float, float]]:
+        """What the search steers by: the full evaluations and, for genomes without one, their deepest estimates on
+        ``steer_images`` images or more (only the full evaluations without a cap)."""
+        return {**{k: v for k, v in self.steered.items() if k not in self.full}, **self.full}
+
+    def steering_frontier(self) -> list[str]:
+        """The keys of ``steering``'s Pareto frontier."""
+        return pareto_front(list(self.steering().items()))
 
 
 def pooled_sd(samples: Sequence[np.ndarray]) -> Optional[float]:

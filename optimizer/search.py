@@ -13,7 +13,8 @@ database) and ends with the same frontier as an uninterrupted run — also when 
 
 Objectives, both minimised: the negated mean quality, and the cost as a fraction of the full
 computation's. Constraint (the ECAD paper's): a candidate must cache something. Only evaluations on every
-calibration image make the frontier.
+calibration image make the frontier; with ``RacingConfig.steer_images`` the search renders none but the FORA
+baselines', and ``verify`` renders after it what the schedule file keeps (``optimizer/racing.py``).
 """
 from __future__ import annotations
 
@@ -174,9 +175,12 @@ class Search:
         self.seeds = initial_population(codec, config.population, config.seed, extra_seeds)
         self.seed_origins = {genome_hash(s.genome): s.origin for s in self.seeds}
         self.full_fidelity = {genome_hash(g) for g in full_fidelity}
-        self.stages = (screening_stages(evaluator.items, config.racing.screen_images, config.seed)
+        self.steer_images = config.racing.steer_images if config.racing else None
+        if self.steer_images is not None and self.steer_images >= len(evaluator.items):
+            self.steer_images = None                  # the cap is every image: nothing to verify later
+        self.stages = (screening_stages(evaluator.items, config.racing.screen_images, config.seed, self.steer_images)
                        if config.racing else ())
-        self.archive = Archive()
+        self.archive = Archive(self.steer_images)
         self._generation = _Generation()
         self._offspring_images: list[int] = []        # images of this session's offspring generations (for the ETA)
 
@@ -198,7 +202,7 @@ class Search:
         return None if row.full else self.evaluator.differences(row.evaluation)
 
     def _rebuild_archive(self, up_to_seq: int) -> None:
-        self.archive = Archive()
+        self.archive = Archive(self.steer_images)
         for row in self.db.rows(up_to_seq):
             self.archive.add(row, self._spread(row))
         self.archive.last_seq = up_to_seq
@@ -243,9 +247,11 @@ class Search:
             if stage == 0:
                 self._generation.screened += 1
             error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
-            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.full.values(),
+            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.steering().values(),
                                         self.config.racing.margin):
                 return ev
+        if self.steer_images is not None:  # steering: only ``verify`` renders in full
+            return ev
         self._generation.promoted += 1
         return self._stored_or_new(genome, origin, generation, known=ev).evaluation
 
@@ -281,7 +287,9 @@ class Search:
         bits = np.ones((len(X), self.codec.steps, self.codec.layout.bits_per_step), dtype=bool)
         bits[:, 1:] = X.reshape(len(X), self.codec.steps - 1, -1)  # the first step always computes
         costs = self.evaluator.image_cost.macs_of_many(bits) / self.evaluator.full_macs
-        chosen = choose(predicted, costs, self.archive.frontier(), min(config.evaluate, len(pool)),
+        steering = self.archive.steering()
+        chosen = choose(predicted, costs, [steering[k] for k in self.archive.steering_frontier()],
+                        min(config.evaluate, len(pool)),
                         self.db.get_meta("hypervolume_reference"))
         return pool[chosen], predicted[chosen]
 
@@ -296,7 +304,7 @@ class Search:
             self._rebuild_archive(state.archive_seq)
         else:
             algorithm, state = make_algorithm(self.codec, self.config, self.seeds), SearchState()
-            self.archive = Archive()
+            self.archive = Archive(self.steer_images)
         target = generations + 1
         hv_ref = self.db.get_meta("hypervolume_reference")
         budget_spent = False
@@ -346,13 +354,69 @@ class Search:
                             replace(self.timings),  # a copy: later evaluations must not change it
                             self.new_evaluations, self.reused_evaluations, self.evaluation_seconds, budget_spent)
 
+    def verify(self, count: int) -> int:
+        """Where the search steered on estimates (``RacingConfig.steer_images``): render on every image the points a
+        schedule file keeps of the frontier of estimates (``report.select_points`` with ``count`` and the baselines'
+        costs as anchors, as the file's points are chosen), again while a point kept is not a full evaluation
+        (a verified point may fall below the frontier, and another takes its place). Raced like the search's
+        candidates, on twice the steering images, then twice as many ..., against the full evaluations only: a point
+        that falls on the way is not rendered further (its deeper estimate then steers). After ``run``; the last
+        generation recorded (complete or stopped by the budget) counts these images and owns these evaluations. A
+        budget too small for one ends it (``BudgetExhausted``) with what was verified. Returns the number of new full
+        evaluations; 0 without steering."""
+        if self.steer_images is None:
+            return 0
+        from .report import select_points
+        generation = max((g["generation"] for g in self.db.generations()), default=0)  # the last recorded
+        stages = screening_stages(self.evaluator.items, 2 * self.steer_images, self.config.seed)
+        full_before = len(self.archive.full)
+        anchors = [self.archive.full[k][1] for k in self.full_fidelity if k in self.archive.full]
+        try:
+            while True:
+                steering = self.archive.steering()
+                kept = select_points(self.archive.steering_frontier(), count, cost_of=lambda k: steering[k][1],
+                                     anchors=anchors)
+                missing = [k for k in kept if k not in self.archive.full]
+                if not missing:
+                    break
+                for key in missing:
+                    self._verify_one(key, stages, generation)
+        finally:
+            self.db.sync()
+            self._rerecord_images(generation)
+        return len(self.archive.full) - full_before
+
+    def _verify_one(self, key: str, stages: Sequence[tuple[int, ...]], generation: int) -> None:
+        """``key``'s deepest screen taken on through ``stages`` while it could reach the full frontier, then on every
+        image."""
+        genome = self.archive.best[key][0]
+        screen = self.db.get(key, self.stages[-1])
+        origin = screen.origin if screen else "verified"
+        ev = screen.evaluation if screen else None
+        for items in stages:
+            ev = self._stored_or_new(genome, origin, generation, items, known=ev).evaluation
+            error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
+            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.full.values(),
+                                        self.config.racing.margin):
+                return
+        self._stored_or_new(genome, origin, generation, known=ev)
+
+    def _rerecord_images(self, generation: int) -> None:
+        """The generation's row (and ``generations.jsonl``) with the images rendered since, the hypervolume now."""
+        hv_ref = self.db.get_meta("hypervolume_reference") or 0.0
+        points = self.archive.steering()
+        hv = hypervolume([points[k] for k in pareto_front(list(points.items()))], hv_ref)
+        self.db.amend_generation(generation, hv, self.ledger.used, {"full_evaluations": len(self.archive.full)})
+        self._write_log()
+
     def _record(self, generation: int, generations: int, algorithm: NSGA2, hv_ref, state: SearchState,
                 gen_start: float, complete: bool):
         """The generation's row in the database and in ``generations.jsonl``, and its line; returns the hypervolume's
         quality reference (the lowest quality of generation 0, stored so resumed runs compare)."""
-        points = self.archive.full
+        points = self.archive.steering()  # the full evaluations, and estimates where the search steers on them
         if hv_ref is None:
-            hv_ref = float(min(q for q, _ in points.values())) if points else 0.0
+            measured = self.archive.full or points
+            hv_ref = float(min(q for q, _ in measured.values())) if measured else 0.0
             self.db.set_meta("hypervolume_reference", hv_ref)
         front = pareto_front(list(points.items()))
         hv = hypervolume([points[k] for k in front], hv_ref)
@@ -362,7 +426,7 @@ class Search:
             per_generation = sum(self._offspring_images) / len(self._offspring_images)
             total = self.ledger.used + (generations - generation) * per_generation
             self.progress.set_total(int(total if self.ledger.limit is None else min(total, self.ledger.limit)))
-        details = {"screened": g.screened, "promoted": g.promoted, "full_evaluations": len(points),
+        details = {"screened": g.screened, "promoted": g.promoted, "full_evaluations": len(self.archive.full),
                    "frontier": len(front)}
         if self.config.surrogate:
             details["surrogate"] = "on" if state.surrogate.active else "off (fallback to NSGA-II offspring)"
@@ -372,7 +436,8 @@ class Search:
                                   self.ledger.used, complete, details)
         self._write_log()
         if complete:
-            racing = f" · {g.screened} screened, {g.promoted} in full" if self.stages else ""
+            racing = ((f" · {g.screened} screened, steering on {self.steer_images} images" if self.steer_images
+                       else f" · {g.screened} screened, {g.promoted} in full") if self.stages else "")
             surrogate = (f" · surrogate {'on' if state.surrogate.active else 'off'}"
                          + (f" (tau {state.surrogate.tau:.2f})" if state.surrogate.tau is not None else "")
                          if self.config.surrogate else "")

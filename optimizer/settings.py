@@ -44,7 +44,7 @@ class RunSettings:
     mutation_bits: float
     step_move_prob: float
     paired: bool                       # racing's estimates relative to the uncached images
-    racing: Optional[dict[str, Any]]   # screen images and margin; None: every candidate on every image
+    racing: Optional[dict[str, Any]]   # screen images, margin, steering cap; None: every candidate on every image
     surrogate: Optional[dict[str, Any]]  # pool, evaluations, agreement threshold; None: plain NSGA-II offspring
     warm_start: Optional[dict[str, Any]]  # the seeding file's name and digest
     calibration_seeds: bool            # quick calibration's greedy schedules in the first generation
@@ -64,7 +64,8 @@ class RunSettings:
                    metric_files=metric_files, cost=spec.cost, population=spec.population, seed=spec.seed,
                    crossover_points=4, crossover_prob=0.9, mutation_prob=spec.mutation_prob,
                    mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob, paired=spec.paired,
-                   racing={"screen_images": spec.race_images, "margin": spec.race_margin}
+                   racing={"screen_images": spec.race_images, "margin": spec.race_margin,
+                           "steer_images": spec.steer_images if spec.steer_images < images else None}
                    if spec.racing and spec.race_images < images else None,
                    surrogate={"pool": spec.surrogate_pool, "evaluations": spec.surrogate_evaluations,
                               "min_tau": spec.surrogate_min_tau} if spec.surrogate else None,

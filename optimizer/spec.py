@@ -174,6 +174,10 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--race-images", type=int, metavar="N",
                    help="images of a candidate's first screen: one of each of N prompts in a seeded order, then second "
                         "images (default: an eighth of the calibration images, at least 2)")
+    g.add_argument("--steer-images", type=int, metavar="N",
+                   help="screens stop at N images: the search steers on those estimates, and only the points the "
+                        "schedule file keeps of their frontier are rendered on every image, at the end (default: an "
+                        "eighth of the calibration images, at least 16; as many as the calibration images: off)")
     g.add_argument("--race-margin", type=float, default=2.0, metavar="Z",
                    help="a screened candidate is dropped when its estimate plus Z standard errors stays below the "
                         "frontier at its cost (default 2)")
@@ -254,6 +258,7 @@ class RunSpec:
     racing: bool = True
     race_images: int = 2
     race_margin: float = 2.0
+    steer_images: int = 16
     surrogate: bool = True
     surrogate_pool: int = 300
     surrogate_evaluations: int = 2
@@ -383,6 +388,7 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         problems.append(str(e))
     images = len(values.get("prompts", ())) * images_per_prompt
     values["race_images"] = at_least("race_images", max(2, -(-images // 8)))
+    values["steer_images"] = at_least("steer_images", max(16, -(-images // 8)))
     if option("prompts"):
         values["prompts_source"] = str(option("prompts"))
 
@@ -421,8 +427,9 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         values["budget_images"] = budget
         least = least_budget(values, images)
         if budget < least:
-            problems.append(f"--budget-images {budget} is too small: the uncached references, the FORA baselines and "
-                            f"the measurements asked for after the search need {least} images")
+            problems.append(f"--budget-images {budget} is too small: the uncached references, the FORA baselines, "
+                            f"verifying the frontier (--steer-images) and the measurements asked for after the search "
+                            f"need {least} images")
 
     spec = RunSpec(preset=preset, command=command, **values)
     # the model's own checks (ComfyUI found, files there, sizes it can sample), named with everything else
@@ -444,14 +451,19 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
 
 
 def least_budget(values: dict[str, Any], images: int) -> int:
-    """The fewest images a run can do with: its references, each FORA baseline on every image, and the most the
-    measurements after the search can render (``budget.final_measurement_images``)."""
-    from .budget import final_measurement_images
+    """The fewest images a run can do with: its references, each FORA baseline on every image, a round of verifying
+    a steered search's frontier (``budget.verification_images``) and the most the measurements after the search can
+    render (``budget.final_measurement_images``)."""
+    from .budget import final_measurement_images, verification_images
     from .pipeline import BASELINE_EVERY, LATENCY_IMAGES
     baselines = sum(1 for every in BASELINE_EVERY if every < values["steps"])
     holdout = len(values.get("holdout_prompts", ())) * values["images_per_prompt"]
-    return images * (1 + baselines) + final_measurement_images(images, holdout, values["measure_latency"],
-                                                               values["frontier_size"], baselines, LATENCY_IMAGES)
+    steering = values["racing"] and values["race_images"] < images
+    return (images * (1 + baselines)
+            + verification_images(images, values["steer_images"] if steering else None, values["frontier_size"],
+                                  baselines)
+            + final_measurement_images(images, holdout, values["measure_latency"], values["frontier_size"], baselines,
+                                       LATENCY_IMAGES))
 
 
 def model_kind(preset: Preset):

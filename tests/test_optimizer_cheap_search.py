@@ -4,6 +4,7 @@ and the random-critic metric."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -105,6 +106,9 @@ def test_a_budget_too_small_for_the_references_and_baselines_is_refused(tmp_path
     assert main([*toy_args(), "--budget-images", "20", "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "--budget-images 20 is too small" in err and "need 30 images" in err  # 6 references + 4 FORA × 6
+    # steering on 2 of the 6 images: a round of verifying 8 points on the other 4 is kept too
+    assert main([*toy_args(), "--steer-images", "2", "--budget-images", "60", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "need 62 images" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
@@ -259,6 +263,99 @@ def test_racing_drops_candidates_at_every_stage_and_renders_each_image_once(tmp_
     assert {1, 2, 3} <= set(last_stage) and "full" in last_stage, last_stage   # dropped at every stage, and promoted
     assert backend.images == sum(r.evaluation.images for r in db.rows()) + 12
     db.close()
+
+
+def test_screening_stages_stop_at_the_steering_cap():
+    items = calibration_items(PROMPTS, 3)                           # 12 images
+    assert [len(s) for s in screening_stages(items, 2, seed=0, last=4)] == [2, 4]
+    assert [len(s) for s in screening_stages(items, 2, seed=0, last=6)] == [2, 4, 6]
+    assert [len(s) for s in screening_stages(items, 8, seed=0, last=4)] == [4]     # a first screen above the cap
+    assert screening_stages(items, 2, seed=0, last=12) == screening_stages(items, 2, seed=0)  # a cap of every image
+    assert screening_stages(items, 2, seed=0, last=4)[-1] == screening_items(items, 4, seed=0)
+
+
+def _kept_of_the_steering_frontier(search: Search, count: int) -> list[str]:
+    from optimizer.report import select_points
+    steering = search.archive.steering()
+    anchors = [search.archive.full[k][1] for k in search.full_fidelity if k in search.archive.full]
+    return select_points(search.archive.steering_frontier(), count, cost_of=lambda k: steering[k][1], anchors=anchors)
+
+
+def test_steering_renders_in_full_only_the_points_the_file_keeps(tmp_path):
+    """12 images, screens of 2 and 4, steering on 4: the search renders nothing in full; ``verify`` then renders on
+    every image (raced: 8 images, then all 12, only what the last screen lacks) what the file keeps of the frontier
+    of estimates, until all it keeps is measured in full, and the schedule file is made of those full evaluations."""
+    search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2, steer_images=4),
+                                     images_per_prompt=3)
+    search.run(generations=3)
+    assert [len(s) for s in search.stages] == [2, 4]
+    rows = db.rows()
+    assert rows and not any(r.full for r in rows)                  # nothing in full during the search
+    assert search.archive.steered and search.archive.steering() == search.archive.steered
+    rendered, last_seq = backend.images, rows[-1].seq
+    verified = search.verify(count=3)
+    new = [r for r in db.rows() if r.seq > last_seq]
+    full = [r for r in new if r.full]
+    assert verified == len(full) >= 3
+    assert {len(r.evaluation.items) for r in new if not r.full} == {8}  # the verification's one screen
+    assert all(r.evaluation.images == 4 for r in new)              # each renders only what the one before lacks
+    assert backend.images - rendered == sum(r.evaluation.images for r in new)
+    for r in full:
+        assert any(s.genome_hash == r.genome_hash and len(s.evaluation.items) == 8 for s in new)
+    kept = _kept_of_the_steering_frontier(search, 3)
+    assert set(kept) <= {r.genome_hash for r in full}              # every point kept is measured on every image
+    for r in full:  # each verified genome had been steered on, and its full figure replaced the estimate
+        assert r.genome_hash in search.archive.steered and search.archive.steering()[r.genome_hash] == (
+            r.evaluation.quality, r.evaluation.cost)
+    from optimizer.pipeline import frontier_stage
+    points = frontier_stage(db.all(), [], search.codec, frontier_size=3)
+    assert points and {round(p.quality, 12) for p in points} <= {round(r.evaluation.quality, 12) for r in full}
+    assert search.verify(count=3) == 0                              # verified already: nothing more to render
+    assert db.generations()[-1]["full_evaluations"] == len(full)
+    db.close()
+
+
+STEERED = [*toy_args(generations=6), "--surrogate-evaluations", "4", "--steer-images", "4", "--budget-images", "200"]
+
+
+def _verifying(db_path: Path) -> bool:
+    """A steered toy run is verifying: a full evaluation beyond its four FORA baselines is in the database."""
+    if not db_path.is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT COUNT(*) FROM evaluations WHERE full = 1").fetchone()[0] > 4
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
+
+
+def test_a_steered_budgeted_run_verifies_within_its_budget_and_resumes_to_the_same_file(tmp_path):
+    whole = run_cli(*STEERED, "--run-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "whole.json"))
+    assert whole.returncode == 0, whole.stderr
+    assert "the budget ended the search early" in whole.stdout and "steering on 4 images" in whole.stdout
+    assert "schedules of the frontier of estimates on every calibration image" in whole.stdout
+    schedule = load_schedule(tmp_path / "whole.json")
+    assert schedule.provenance["search"]["images"] <= 200
+    db = sqlite3.connect(tmp_path / "whole" / "run.sqlite")
+    full = {round(q, 9) for (q,) in db.execute("SELECT quality FROM evaluations WHERE full = 1")}
+    db.close()
+    assert {round(p.metrics.quality, 9) for p in schedule.points} <= full     # only full evaluations in the file
+    assert len(full) > 4                                                      # verified points beyond FORA's
+    log = [json.loads(line) for line in (tmp_path / "whole" / "generations.jsonl").read_text().splitlines()]
+    assert log[-1]["images"] == schedule.provenance["search"]["images"]      # the last generation counts verification
+    run_dir = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    code = sigkill_mid_generation([*STEERED, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json")],
+                                  run_dir, env=env, when=_verifying)
+    assert code == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
+    resumed = run_cli(*STEERED, "--run-dir", str(run_dir), "--out", str(tmp_path / "killed.json"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert frontier_of(tmp_path / "killed.json") == frontier_of(tmp_path / "whole.json")
+    searched = [load_schedule(tmp_path / f"{name}.json").provenance["search"] for name in ("whole", "killed")]
+    assert searched[0] == searched[1]
 
 
 # ---------------------------------------------------------------- the surrogate

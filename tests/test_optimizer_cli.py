@@ -138,20 +138,22 @@ def _mid_generation(db_path: Path, finished: int = 2) -> bool:
 
 
 def sigkill_mid_generation(args: list[str], run_dir: Path, *, env: dict | None = None, timeout: float = 600,
-                           finished: int = 2) -> int:
-    """Start ``python -m optimizer.run ARGS`` and SIGKILL it once ``_mid_generation`` holds for ``run_dir``'s
-    database; its exit code. Its stderr goes to a file, not a pipe, so a chatty run cannot block on it."""
+                           finished: int = 2, when=None) -> int:
+    """Start ``python -m optimizer.run ARGS`` and SIGKILL it once ``_mid_generation`` (or ``when``, given the database's
+    path) holds for ``run_dir``'s database; its exit code. Its stderr goes to a file, not a pipe, so a chatty run
+    cannot block on it."""
+    when = when or (lambda db_path: _mid_generation(db_path, finished))
     import tempfile
     with tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "optimizer.run", *args], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         try:
             deadline = time.monotonic() + timeout
-            while not _mid_generation(run_dir / "run.sqlite", finished):
+            while not when(run_dir / "run.sqlite"):
                 if proc.poll() is not None:
                     stderr.seek(0)
                     raise AssertionError(f"the run ended before it could be killed: {stderr.read()[-3000:]}")
-                assert time.monotonic() < deadline, f"no generation past the {finished}th within {timeout} s"
+                assert time.monotonic() < deadline, f"the moment to kill the run did not come within {timeout} s"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
