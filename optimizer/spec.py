@@ -173,7 +173,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         "every image make the frontier (default: on)")
     g.add_argument("--race-images", type=int, metavar="N",
                    help="images of a candidate's first screen: one of each of N prompts in a seeded order, then second "
-                        "images (default: an eighth of the calibration images, at least 2)")
+                        "images (default: an eighth of the calibration images, at least 2; when steering, a quarter of "
+                        "--steer-images)")
     g.add_argument("--steer-images", type=int, metavar="N",
                    help="screens stop at N images: the search steers on those estimates, and only the points the "
                         "schedule file keeps of their frontier are rendered on every image, at the end (default: an "
@@ -387,8 +388,10 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     except ValueError as e:
         problems.append(str(e))
     images = len(values.get("prompts", ())) * images_per_prompt
-    values["race_images"] = at_least("race_images", max(2, -(-images // 8)))
     values["steer_images"] = at_least("steer_images", max(16, -(-images // 8)))
+    # steering, the screens end at few images: start on a quarter of them, so that stages can drop candidates
+    steered = min(images, values["steer_images"])
+    values["race_images"] = at_least("race_images", max(2, -(-steered // (4 if steered < images else 8))))
     if option("prompts"):
         values["prompts_source"] = str(option("prompts"))
 
