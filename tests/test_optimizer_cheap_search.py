@@ -274,6 +274,23 @@ def test_screening_stages_stop_at_the_steering_cap():
     assert screening_stages(items, 2, seed=0, last=4)[-1] == screening_items(items, 4, seed=0)
 
 
+def test_screens_and_steering_default_to_the_calibration_images(tmp_path):
+    """16 images or fewer per candidate: no steering, a first screen of an eighth; more: steering on an eighth (at
+    least 16), first screens of a quarter of that; what the run's settings record."""
+    from optimizer.run import build_parser
+    from optimizer.spec import spec_from_args
+
+    def spec(*extra):
+        return spec_from_args(build_parser().parse_args(["--model", "toy", "--run-dir", str(tmp_path), *extra]))
+    toy = spec()                                                      # 6 prompts x 2 images
+    assert (toy.race_images, toy.steer_images) == (2, 16)
+    wide = spec("--num-prompts", "64", "--images-per-prompt", "2")   # 128 images
+    assert (wide.race_images, wide.steer_images) == (4, 16)
+    paper = spec("--num-prompts", "100", "--images-per-prompt", "10")  # the paper's 1 000
+    assert (paper.race_images, paper.steer_images) == (32, 125)
+    assert spec("--num-prompts", "64", "--images-per-prompt", "2", "--race-images", "8").race_images == 8
+
+
 def _kept_of_the_steering_frontier(search: Search, count: int) -> list[str]:
     from optimizer.report import select_points
     steering = search.archive.steering()
