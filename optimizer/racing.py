@@ -18,7 +18,7 @@ pass every screen and are rendered on every image: racing then saves little. Wit
 stages stop at that many images and no candidate is rendered in full during the search: the search steers on
 those estimates (a candidate races against the full evaluations and every other estimate on as many images),
 and at its end only the points a schedule file keeps of the frontier of estimates are rendered in full
-(``Search.verify``, raced on the way), until every point kept is a full evaluation.
+(``Search.verify``), until every point kept is a full evaluation.
 
 ``Archive`` is what those decisions are made from: the evaluations the search has processed, in its
 order. It is rebuilt from the database (every row up to the insertion number the checkpoint records), so a
@@ -87,7 +87,7 @@ class Archive:
         self.last_seq = 0
         self.full: dict[str, tuple[float, float]] = {}            # genome hash -> (quality, cost)
         self.best: dict[str, tuple[np.ndarray, float, float]] = {}  # genome hash -> (genome, quality, cost)
-        self.steered: dict[str, tuple[float, float]] = {}         # genome hash -> deepest estimate, ≥ steer_images
+        self.steered: dict[str, tuple[float, float]] = {}         # genome hash -> estimate on steer_images images
         self.images = 0
         self._dof = 0                                             # pooled variance of the paired differences
         self._sum_squares = 0.0                                   # (of first screens)
@@ -102,8 +102,8 @@ class Archive:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
         if row.full or row.genome_hash not in self.full:
             self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
-        if not row.full and self.steer_images is not None and len(ev.items) >= self.steer_images:
-            self.steered[row.genome_hash] = (ev.quality, ev.cost)             # a genome's screens come deepest last
+        if not row.full and len(ev.items) == self.steer_images:
+            self.steered[row.genome_hash] = (ev.quality, ev.cost)
         if not row.full and row.genome_hash not in self._screened:  # a first screen: later stages repeat its images
             self._screened.add(row.genome_hash)
             if differences is not None and len(differences) > 1:
@@ -118,8 +118,8 @@ class Archive:
         return [self.full[k] for k in keys]
 
     def steering(self) -> dict[str, tuple[float, float]]:
-        """What the search steers by: the full evaluations and, for genomes without one, their deepest estimates on
-        ``steer_images`` images or more (only the full evaluations without a cap)."""
+        """What the search steers by: the full evaluations and, for genomes without one, their estimates on
+        ``steer_images`` images (only the full evaluations without a cap)."""
         return {**{k: v for k, v in self.steered.items() if k not in self.full}, **self.full}
 
     def steering_frontier(self) -> list[str]:

@@ -358,9 +358,7 @@ class Search:
         """Where the search steered on estimates (``RacingConfig.steer_images``): render on every image the points a
         schedule file keeps of the frontier of estimates (``report.select_points`` with ``count`` and the baselines'
         costs as anchors, as the file's points are chosen), again while a point kept is not a full evaluation
-        (a verified point may fall below the frontier, and another takes its place). Raced like the search's
-        candidates, on twice the steering images, then twice as many ..., against the full evaluations only: a point
-        that falls on the way is not rendered further (its deeper estimate then steers). After ``run``; the last
+        (a verified point may fall below the frontier, and another takes its place). After ``run``; the last
         generation recorded (complete or stopped by the budget) counts these images and owns these evaluations. A
         budget too small for one ends it (``BudgetExhausted``) with what was verified. Returns the number of new full
         evaluations; 0 without steering."""
@@ -368,7 +366,6 @@ class Search:
             return 0
         from .report import select_points
         generation = max((g["generation"] for g in self.db.generations()), default=0)  # the last recorded
-        stages = screening_stages(self.evaluator.items, 2 * self.steer_images, self.config.seed)
         full_before = len(self.archive.full)
         anchors = [self.archive.full[k][1] for k in self.full_fidelity if k in self.archive.full]
         try:
@@ -379,27 +376,14 @@ class Search:
                 missing = [k for k in kept if k not in self.archive.full]
                 if not missing:
                     break
-                for key in missing:
-                    self._verify_one(key, stages, generation)
+                for key in missing:  # on the images its last screen lacks
+                    screen = self.db.get(key, self.stages[-1])
+                    self._stored_or_new(self.archive.best[key][0], screen.origin if screen else "verified",
+                                        generation, known=screen.evaluation if screen else None)
         finally:
             self.db.sync()
             self._rerecord_images(generation)
         return len(self.archive.full) - full_before
-
-    def _verify_one(self, key: str, stages: Sequence[tuple[int, ...]], generation: int) -> None:
-        """``key``'s deepest screen taken on through ``stages`` while it could reach the full frontier, then on every
-        image."""
-        genome = self.archive.best[key][0]
-        screen = self.db.get(key, self.stages[-1])
-        origin = screen.origin if screen else "verified"
-        ev = screen.evaluation if screen else None
-        for items in stages:
-            ev = self._stored_or_new(genome, origin, generation, items, known=ev).evaluation
-            error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
-            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.full.values(),
-                                        self.config.racing.margin):
-                return
-        self._stored_or_new(genome, origin, generation, known=ev)
 
     def _rerecord_images(self, generation: int) -> None:
         """The generation's row (and ``generations.jsonl``) with the images rendered since, the hypervolume now."""
