@@ -303,7 +303,7 @@ def baseline_genomes(spec: RunSpec, codec, layout) -> dict[str, Any]:
 
 def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: str, say, ledger=None, seeds=()):
     """NSGA-II until ``spec.generations`` offspring generations are done (resuming from the checkpoint) or the image
-    budget is spent."""
+    budget is spent; where it steered on few images, then the frontier's points verified (``verify_stage``)."""
     from .budget import verification_images
     from .progress import Progress
     from .racing import RacingConfig

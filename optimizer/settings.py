@@ -65,7 +65,8 @@ class RunSettings:
                    crossover_points=4, crossover_prob=0.9, mutation_prob=spec.mutation_prob,
                    mutation_bits=spec.mutation_bits, step_move_prob=spec.step_move_prob, paired=spec.paired,
                    racing={"screen_images": spec.race_images, "margin": spec.race_margin,
-                           "steer_images": spec.steer_images if spec.steer_images < images else None}
+                           # only where it steers: runs made before steering existed resume as they were
+                           **({"steer_images": spec.steer_images} if spec.steer_images < images else {})}
                    if spec.racing and spec.race_images < images else None,
                    surrogate={"pool": spec.surrogate_pool, "evaluations": spec.surrogate_evaluations,
                               "min_tau": spec.surrogate_min_tau} if spec.surrogate else None,

@@ -289,6 +289,13 @@ def test_screens_and_steering_default_to_the_calibration_images(tmp_path):
     paper = spec("--num-prompts", "100", "--images-per-prompt", "10")  # the paper's 1 000
     assert (paper.race_images, paper.steer_images) == (32, 125)
     assert spec("--num-prompts", "64", "--images-per-prompt", "2", "--race-images", "8").race_images == 8
+    # the run's settings name the cap only where it steers: runs made before it existed resume as they were
+    from optimizer.settings import RunSettings
+
+    def racing(run_spec):
+        return RunSettings.of(run_spec, model={}, device="cpu", calibration_hash="", metric_files={}).racing
+    assert racing(toy) == {"screen_images": 2, "margin": 2.0}
+    assert racing(wide) == {"screen_images": 4, "margin": 2.0, "steer_images": 16}
 
 
 def _kept_of_the_steering_frontier(search: Search, count: int) -> list[str]:
