@@ -376,10 +376,9 @@ class Search:
                 missing = [k for k in kept if k not in self.archive.full]
                 if not missing:
                     break
-                for key in missing:  # on the images its last screen lacks
+                for key in missing:  # each a steered estimate: its last screen's images are not rendered again
                     screen = self.db.get(key, self.stages[-1])
-                    self._stored_or_new(self.archive.best[key][0], screen.origin if screen else "verified",
-                                        generation, known=screen.evaluation if screen else None)
+                    self._stored_or_new(screen.genome, screen.origin, generation, known=screen.evaluation)
         finally:
             self.db.sync()
             self._rerecord_images(generation)
