@@ -27,7 +27,7 @@ from optimizer.seeding import initial_population
 from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, choose, kendall_tau
 from optimizer.toy_backend import ToyBackend, ToySpec
 from optimizer.toy_dit import ToyConfig
-from test_optimizer_cli import frontier_of, run_cli, sigkill_mid_generation, toy_args
+from test_optimizer_cli import frontier_of, read_run_database, run_cli, sigkill_mid_generation, toy_args
 
 PROMPTS = ["a red cube", "a quiet harbour at dawn", "three owls on a branch", "a lighthouse in fog"]
 SMALL = ToySpec(ToyConfig(hidden=16, heads=2, depth=3, channels=4, text_dim=8), text_tokens=4)
@@ -340,16 +340,8 @@ STEERED = [*toy_args(generations=6), "--surrogate-evaluations", "4", "--steer-im
 
 def _verifying(db_path: Path) -> bool:
     """A steered toy run is verifying: a full evaluation beyond its four FORA baselines is in the database."""
-    if not db_path.is_file():
-        return False
-    try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM evaluations WHERE full = 1").fetchone()[0] > 4
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # tables not created yet
-        return False
+    rows = read_run_database(db_path, "SELECT COUNT(*) FROM evaluations WHERE full = 1")
+    return rows is not None and rows[0][0] > 4
 
 
 def test_a_steered_budgeted_run_verifies_within_its_budget_and_resumes_to_the_same_file(tmp_path):

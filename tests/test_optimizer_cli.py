@@ -121,19 +121,27 @@ def test_rerun_into_the_same_run_dir_needs_resume(toy_run, capsys):
 
 # ---------------------------------------------------------------- killed and resumed
 
-def _mid_generation(db_path: Path, finished: int = 2) -> bool:
-    """``finished`` generations are done (checkpoint written) and a later one has evaluations in the database."""
+def read_run_database(db_path: Path, *queries: str) -> list[tuple] | None:
+    """The first row of each query on a running run's database, read-only; None while it has no tables yet."""
     if not db_path.is_file():
-        return False
+        return None
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            done = db.execute("SELECT COUNT(*), COALESCE(SUM(evaluated), 0) FROM generations").fetchone()
-            evaluations = db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+            return [db.execute(query).fetchone() for query in queries]
         finally:
             db.close()
     except sqlite3.OperationalError:  # tables not created yet
+        return None
+
+
+def _mid_generation(db_path: Path, finished: int = 2) -> bool:
+    """``finished`` generations are done (checkpoint written) and a later one has evaluations in the database."""
+    rows = read_run_database(db_path, "SELECT COUNT(*), COALESCE(SUM(evaluated), 0) FROM generations",
+                             "SELECT COUNT(*) FROM evaluations")
+    if rows is None:
         return False
+    done, (evaluations,) = rows
     return done[0] >= finished and evaluations > done[1]
 
 
