@@ -12,7 +12,8 @@ Methods, each run through the optimizer's own entry points in this process (``op
 
 - **reference**: one long plain NSGA-II run with the paper's operators (``--no-racing --no-surrogate --no-paired
   --no-calibration-seeds --step-move-prob 0``), ``--reference-generations`` offspring generations, seed
-  ``--reference-seed`` (not one of the compared seeds), the preset's population and calibration images;
+  ``--reference-seed`` (not one of the compared seeds), the preset's population and calibration images (or
+  ``--population``, ``--calibration-prompts``; ``--steps`` for every method);
 - **plain**: the same at the preset's settings with seeds 0 … S−1;
 - **cheap**: the optimizer's defaults (paired scoring, racing, surrogate, calibration seeds, step moves);
 - **quick**: ``python -m optimizer.calibrate``'s defaults, ``--seed`` 0 … S−1 (other noise for each seed).
@@ -127,7 +128,8 @@ class HeldOut:
     """A preset's model, loaded once, and every schedule's held-out cost and quality under every metric, each
     schedule rendered once (cached by genome hash, also in a file of the work directory)."""
 
-    def __init__(self, preset: str, metrics: Sequence[str], prompts: int, threads: int, work: Path, say):
+    def __init__(self, preset: str, metrics: Sequence[str], prompts: int, threads: int, work: Path, say,
+                 model_options: Sequence[str] = ()):
         from optimizer.calibration import HOLDOUT_SEED_BASE, calibration_items
         from optimizer.genome import GenomeCodec
         from optimizer.metrics import make_metric
@@ -140,7 +142,7 @@ class HeldOut:
         folder = work / f"{preset}-heldout"
         spec = spec_from_args(build_parser().parse_args(
             ["--model", preset, "--run-dir", str(folder), "--out", str(folder / "unused.json"), "--threads", str(threads),
-             "--no-progress"]))
+             "--no-progress", *model_options]))
         everything = load_prompts()
         held = everything[len(everything) - prompts:]
         used = set(everything[:max(spec.preset.prompts, 8)])          # the runs' and quick calibration's prompts
@@ -266,8 +268,7 @@ class Bench:
         from optimizer.spec import spec_from_args
         argv = ["--model", preset, "--metric", metric, "--seed", str(seed), "--generations", str(generations),
                 "--run-dir", str(run_dir), "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads),
-                "--no-progress", *calibration_options(self.args),
-                *(PLAIN_FLAGS if method in ("reference", "plain") else shlex.split(self.args.cheap_options))]
+                "--no-progress", *search_options(self.args, method)]
         if (run_dir / "run.sqlite").is_file():
             argv.append("--resume")
         self._pipeline_say(f"\n$ python -m optimizer.run {shlex.join(argv)}")
@@ -280,7 +281,8 @@ class Bench:
         from optimizer.calibrate import build_parser, calibrate, quick_defaults
         from optimizer.spec import spec_from_args
         argv = ["--model", preset, "--metric", metric, "--seed", str(seed), "--run-dir", str(run_dir),
-                "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads), "--no-progress"]
+                "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads), "--no-progress",
+                *model_options(self.args)]
         self._pipeline_say(f"\n$ python -m optimizer.calibrate {shlex.join(argv)}")
         args = quick_defaults(build_parser().parse_args(argv))
         spec = spec_from_args(args, command="python -m optimizer.calibrate " + shlex.join(argv))
@@ -373,10 +375,11 @@ class Bench:
         p = get_preset(preset)
         holdout = a.holdout_prompts or DEFAULT_HOLDOUT.get(preset, 16)
         scored = list(dict.fromkeys(["fidelity", "random_critic", *a.metrics]))  # the cache serves every benchmark
-        held = HeldOut(preset, scored, holdout, a.threads, self.work, self.say)
+        held = HeldOut(preset, scored, holdout, a.threads, self.work, self.say, model_options(a))
         per_candidate = (a.calibration_prompts * a.calibration_seeds if a.calibration_prompts
                          else p.prompts * p.images_per_prompt)
-        out: dict[str, Any] = {"preset": preset, "population": p.population, "preset_generations": p.generations,
+        out: dict[str, Any] = {"preset": preset, "population": a.population or p.population,
+                               "preset_generations": p.generations,
                                "images_per_candidate": per_candidate, "holdout_images": len(held.items),
                                "cheap_options": a.cheap_options,
                                "metrics": {}}
@@ -527,6 +530,18 @@ def calibration_options(args) -> list[str]:
     return ["--num-prompts", str(n), "--images-per-prompt", str(args.calibration_seeds)] if n else []
 
 
+def model_options(args) -> list[str]:
+    """Sampling steps other than the preset's, for every run and the held-out renders alike."""
+    return ["--steps", str(args.steps)] if args.steps else []
+
+
+def search_options(args, method: str) -> list[str]:
+    """What a search of ``method`` runs with beyond its seed, generations and files."""
+    return [*calibration_options(args), *model_options(args),
+            *(["--population", str(args.population)] if args.population else []),
+            *(PLAIN_FLAGS if method in ("reference", "plain") else shlex.split(args.cheap_options))]
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
@@ -550,6 +565,11 @@ def parse(argv):
     p.add_argument("--calibration-seeds", type=int, default=1, metavar="K",
                    help="with --calibration-prompts: K images (seeds) of each prompt (default 1; the built-in "
                         "prompt file has 100 prompts, held-out ones included)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="sampling steps of every run and of the held-out renders (default: the preset's); more steps, "
+                        "a longer genome: a harder search")
+    p.add_argument("--population", type=int, metavar="N",
+                   help="population of the searches (reference, plain, cheap; default: the preset's)")
     p.add_argument("--methods", default="plain,cheap,quick",
                    help="compared with the reference: any of plain, cheap, quick (default all three)")
     p.add_argument("--cheap-options", default="", metavar="OPTIONS",
@@ -595,6 +615,8 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
         + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])
         + ([f"--calibration-seeds {args.calibration_seeds}"] if args.calibration_seeds != 1 else [])
+        + ([f"--steps {args.steps}"] if args.steps else [])
+        + ([f"--population {args.population}"] if args.population else [])
         + ([f"--methods {','.join(args.methods)}"] if args.methods != ["plain", "cheap", "quick"] else [])
         + ([f"--cheap-options {shlex.quote(args.cheap_options)}"] if args.cheap_options else [])))
     return f"`{command}`" + (f" ({seconds / 60:.0f} min)" if seconds else "")

@@ -86,3 +86,20 @@ def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
     for wrong in (["--calibration-seeds", "2"], ["--calibration-prompts", "64", "--calibration-seeds", "0"]):
         with pytest.raises(SystemExit):                                     # seeds of no prompts, or no seeds
             bench.parse(wrong)
+
+
+def test_steps_reach_every_run_and_the_held_out_renders_and_population_the_searches(tmp_path):
+    """A harder search than the preset's (more steps: a longer genome): every search runs with both, the held-out set
+    renders with the same steps, so each frontier's schedules fit it."""
+    from optimizer.run import build_parser
+    from optimizer.spec import spec_from_args
+    args = bench.parse(["--steps", "16", "--population", "16", "--cheap-options", "--race-margin 1"])
+    assert bench.model_options(args) == ["--steps", "16"] and bench.model_options(bench.parse([])) == []
+    assert "--steps 16 --population 16" in bench.settings_text(args)
+    held = bench.HeldOut("toy", ["fidelity"], 2, 1, tmp_path, lambda text: None, bench.model_options(args))
+    assert held.steps == 16 and held.codec.steps == 16
+    for method in ("reference", "plain", "cheap"):
+        spec = spec_from_args(build_parser().parse_args(["--model", "toy", "--run-dir", str(tmp_path / method),
+                                                         *bench.search_options(args, method)]))
+        assert (spec.steps, spec.population, spec.racing) == (16, 16, method == "cheap")
+    assert spec.race_margin == 1
