@@ -8,7 +8,8 @@ search and quick calibration, with every frontier re-scored on held-out prompts 
 
 Methods, each run through the optimizer's own entry points in this process (``optimizer.run``'s parser,
 ``spec_from_args`` and ``pipeline.run``; ``optimizer.calibrate.calibrate``), in run directories under
-``--work-dir`` (a temporary folder unless given; given, an interrupted benchmark continues where it stopped):
+``--work-dir`` (a temporary folder unless given; given, an interrupted benchmark continues where it stopped, and one
+made with other steps, population or calibration or held-out images is refused):
 
 - **reference**: one long plain NSGA-II run with the paper's operators (``--no-racing --no-surrogate --no-paired
   --no-calibration-seeds --step-move-prob 0``), ``--reference-generations`` offspring generations, seed
@@ -249,8 +250,31 @@ class Run:
         return self.curve[-1][1] if self.curve else 0.0
 
 
+# Options that change what a stored run is: a work directory keeps runs made with one setting of them.
+WORK_DIR_OPTIONS = ("steps", "population", "calibration_prompts", "calibration_seeds", "holdout_prompts")
+
+
+def check_work_dir(work: Path, args) -> None:
+    """Record ``WORK_DIR_OPTIONS`` in a new work directory; refuse (SystemExit naming the file) one whose runs were
+    made with other values, whose finished runs would otherwise be reported as if made with these."""
+    path = work / "options.json"
+    current = {name: getattr(args, name) for name in WORK_DIR_OPTIONS}
+    if not path.is_file():
+        path.write_text(json.dumps(current, indent=1))
+        return
+    stored = json.loads(path.read_text())
+    def shown(value):
+        return "the default" if value is None else value
+    differ = [f"--{name.replace('_', '-')}: the runs there have {shown(stored.get(name))}, now {shown(current[name])}"
+              for name in WORK_DIR_OPTIONS if stored.get(name) != current[name]]
+    if differ:
+        raise SystemExit(f"{path}: the work directory holds runs made with other options (use another --work-dir):\n  "
+                         + "\n  ".join(differ))
+
+
 class Bench:
     def __init__(self, args, work: Path, say):
+        check_work_dir(work, args)
         self.args, self.work, self.say = args, work, say
         self.log = open(work / "runs.log", "a", encoding="utf-8")
         self.results_path = work / "results.json"

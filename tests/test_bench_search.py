@@ -103,3 +103,14 @@ def test_steps_reach_every_run_and_the_held_out_renders_and_population_the_searc
                                                          *bench.search_options(args, method)]))
         assert (spec.steps, spec.population, spec.racing) == (16, 16, method == "cheap")
     assert spec.race_margin == 1
+
+
+def test_a_work_directory_of_other_steps_is_refused_naming_its_options_file(tmp_path):
+    """Its finished runs would be reported as runs of these options; a work directory of the same options continues."""
+    bench.check_work_dir(tmp_path, bench.parse(["--steps", "16"]))
+    bench.check_work_dir(tmp_path, bench.parse(["--steps", "16", "--extend", "8"]))  # extend: same runs, continued
+    with pytest.raises(SystemExit) as refused:
+        bench.check_work_dir(tmp_path, bench.parse(["--population", "16"]))
+    message = str(refused.value)
+    assert str(tmp_path / "options.json") in message
+    assert "--steps: the runs there have 16, now the default" in message and "--population" in message
