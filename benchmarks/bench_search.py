@@ -507,7 +507,7 @@ def report(results: Sequence[dict[str, Any]], args_text: str) -> str:
                 if method == "plain":
                     at = [x.curve[x.preset_generations] for x in group
                           if x.preset_generations is not None and x.preset_generations < len(x.curve)]
-                    rows.append([f"plain NSGA-II after the preset's {r['preset_generations']} generations", "", "", "",
+                    rows.append([f"plain NSGA-II after {r['preset_generations']} generations (the preset's count)", "", "", "",
                                  _percent([100 * hv / m["reference_hv"] for _, hv in at]),
                                  _spread([images for images, _ in at]).rsplit(" ", 1)[0], str(r["preset_generations"])])
             lines.append(_markdown(rows))
