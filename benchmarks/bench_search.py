@@ -23,7 +23,11 @@ Plain and cheap runs first do the preset's generations, then continue (``--resum
 optimizer allows) in steps of ``--extend`` until their held-out frontier reaches 99 % of the reference's or they
 have done ``--reference-generations`` (plain) generations; a cheap run, which evaluates only a few candidates per
 generation, until it has rendered as many images as the reference run (or ``--cheap-generations``): a run's
-figures up to any generation are those of an uninterrupted run of that length.
+figures up to any generation are those of an uninterrupted run of that length. A cheap run that steers on few
+images (``--steer-images``) verifies its frontier on every image at its end, and a continued run would carry every
+earlier end's verification, which an uninterrupted run of that length does not have; so such a run is started anew
+for each length (the preset's generations, then ``--extend`` more each time), in its own run directory, and each
+length gives one entry: its frontier and every image it rendered, its one verification included.
 
 **Held-out re-scoring.** Every frontier is re-scored on ``--holdout-prompts`` prompts that no run calibrates on
 (the last ones of the built-in prompt file; the runs use the first ones), one image each with seeds from
@@ -286,13 +290,24 @@ class Bench:
 
     # ------------------------------------------------------------ one optimizer run, through its own entry points
 
+    def _argv(self, preset: str, metric: str, seed: int, method: str, generations: int, run_dir: Path) -> list[str]:
+        return ["--model", preset, "--metric", metric, "--seed", str(seed), "--generations", str(generations),
+                "--run-dir", str(run_dir), "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads),
+                "--no-progress", *search_options(self.args, method)]
+
+    def steers(self, preset: str, metric: str, method: str) -> bool:
+        """Whether a search of ``method`` steers on few images, and so verifies its frontier at its end."""
+        from optimizer.run import build_parser
+        from optimizer.spec import spec_from_args
+        spec = spec_from_args(build_parser().parse_args(self._argv(preset, metric, 0, method, 1, self.work / "unused")))
+        images = len(spec.prompts) * spec.images_per_prompt
+        return spec.racing and spec.race_images < images and spec.steer_images < images
+
     def _search(self, preset: str, metric: str, seed: int, method: str, generations: int, run_dir: Path) -> float:
         from optimizer import pipeline
         from optimizer.run import build_parser
         from optimizer.spec import spec_from_args
-        argv = ["--model", preset, "--metric", metric, "--seed", str(seed), "--generations", str(generations),
-                "--run-dir", str(run_dir), "--out", str(run_dir / "frontier.json"), "--threads", str(self.args.threads),
-                "--no-progress", *search_options(self.args, method)]
+        argv = self._argv(preset, metric, seed, method, generations, run_dir)
         if (run_dir / "run.sqlite").is_file():
             argv.append("--resume")
         self._pipeline_say(f"\n$ python -m optimizer.run {shlex.join(argv)}")
@@ -329,27 +344,35 @@ class Bench:
                    stop_at: Optional[float], first: int, cap: int, image_cap: Optional[int] = None) -> Run:
         """A search of ``first`` generations, continued by ``--extend`` until its held-out hypervolume reaches
         ``stop_at``, it has ``cap`` generations or it has rendered ``image_cap`` images. A stored run that
-        stopped short of these (an earlier, lower cap) is continued."""
+        stopped short of these (an earlier, lower cap) is continued. A search that steers runs each length anew
+        (the module's docstring says why): one run directory and one curve entry per length."""
         label = self.label(method)
         key = f"{preset}/{metric}/{label}/{seed}"
-        run_dir = self.work / preset / metric / f"{label.replace(' ', '_')}-{seed}"
+        base = self.work / preset / metric / f"{label.replace(' ', '_')}-{seed}"
+        anew = self.steers(preset, metric, method)
+        run_dir_of = (lambda generations: base / f"generations-{generations}") if anew else (lambda generations: base)
         run = Run(preset, metric, method, seed)
         generations = min(first, cap)
         if key in self.done:
             run = Run.stored(self.done[key])
-            if self._finished(run, stop_at, cap, image_cap) or not (run_dir / "run.sqlite").is_file():
+            if self._finished(run, stop_at, cap, image_cap) or not (run_dir_of(run.generations) / "run.sqlite").is_file():
                 return run
             generations = min(cap, run.generations + self.args.extend)
         while True:
+            run_dir = run_dir_of(generations)
             run.seconds += self._search(preset, metric, seed, method, generations, run_dir)
-            run.curve, run.generations = self._curve(run_dir, held, metric)
+            curve, done = self._curve(run_dir, held, metric)
+            if anew:
+                run.curve, run.generations = run.curve + curve[-1:], done
+            else:
+                run.curve, run.generations = curve, done
             self.say(f"  {key}: {run.generations} generations, {run.images} images, held-out HV {run.final:.4g}"
                      + (f" ({100 * run.final / stop_at * LEVELS[-1]:.1f} % of the reference)" if stop_at else "")
                      + f" [{run.seconds:.0f} s; held-out renders so far {held.rendered}]")
             if self._finished(run, stop_at, cap, image_cap) or run.generations < generations:  # <: space exhausted
                 break
             generations = min(cap, generations + self.args.extend)
-        if first <= run.generations:
+        if first <= run.generations and not anew:
             run.preset_generations = first
         self._store(key, run)
         return run
@@ -416,7 +439,7 @@ class Bench:
                                             a.reference_generations, a.reference_generations)
                 target = reference.final
                 runs = [reference]
-                for seed in range(a.seeds):
+                for seed in range(a.first_seed, a.first_seed + a.seeds):
                     if "plain" in a.methods:
                         runs.append(self.search_run(preset, metric, "plain", seed, held, LEVELS[-1] * target,
                                                     p.generations, a.reference_generations))
@@ -573,6 +596,9 @@ def parse(argv):
     p.add_argument("--metrics", default="fidelity,random_critic",
                    help="comma-separated; each is searched on and re-scored with (default fidelity,random_critic)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 of plain, cheap and quick (default 5)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="K",
+                   help="seeds K … K+N−1 instead, e.g. to split the seeds over processes, each in a copy of the "
+                        "work directory with the reference run done (default 0)")
     p.add_argument("--reference-generations", type=int, default=16,
                    help="offspring generations of the reference run, and the most a plain run does (default 16)")
     p.add_argument("--reference-seed", type=int, default=1000, help="the reference run's seed (default 1000)")
@@ -636,6 +662,7 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
         [f"--presets {','.join(args.presets)}", f"--metrics {','.join(args.metrics)}", f"--seeds {args.seeds}",
          f"--reference-generations {args.reference_generations}", f"--cheap-generations {args.cheap_generations}",
          f"--extend {args.extend}", f"--threads {args.threads}"]
+        + ([f"--first-seed {args.first_seed}"] if args.first_seed else [])
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
         + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])
         + ([f"--calibration-seeds {args.calibration_seeds}"] if args.calibration_seeds != 1 else [])

@@ -74,6 +74,13 @@ def test_a_search_run_stops_at_the_level_the_generation_cap_or_the_image_cap():
     assert not finished(run, stop_at=None, cap=32, image_cap=None)          # the reference: only the cap ends it
 
 
+def test_a_process_may_take_a_later_range_of_seeds_and_its_settings_say_which():
+    args = bench.parse(["--seeds", "2", "--first-seed", "3"])
+    assert (args.first_seed, args.seeds) == (3, 2) and "--seeds 2 " in bench.settings_text(args)
+    assert "--first-seed 3" in bench.settings_text(args)
+    assert "--first-seed" not in bench.settings_text(bench.parse(["--seeds", "2"]))
+
+
 def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
     def options(*argv):
         return bench.calibration_options(bench.parse(list(argv)))
@@ -114,3 +121,28 @@ def test_a_work_directory_of_other_steps_is_refused_naming_its_options_file(tmp_
     message = str(refused.value)
     assert str(tmp_path / "options.json") in message
     assert "--steps: the runs there have 16, now the default" in message and "--population" in message
+
+
+def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verification(tmp_path):
+    """A steered run verifies its frontier at its end; continued, it would carry every earlier end's verification,
+    which an uninterrupted run of that length does not have. So each length is a run of its own."""
+    args = bench.parse(["--presets", "toy", "--metrics", "fidelity", "--calibration-prompts", "20", "--extend", "1",
+                        "--work-dir", str(tmp_path)])
+    b = bench.Bench(args, tmp_path, lambda text: None)
+    assert b.steers("toy", "fidelity", "cheap")                     # 20 images per candidate: steers on 16
+    assert not b.steers("toy", "fidelity", "plain")
+    (tmp_path / "preset").mkdir()
+    assert not bench.Bench(bench.parse([]), tmp_path / "preset", lambda text: None).steers("toy", "fidelity", "cheap")
+    held = bench.HeldOut("toy", ["fidelity"], 2, 1, tmp_path, lambda text: None)
+    run = b.search_run("toy", "fidelity", "cheap", 0, held, None, first=1, cap=2)
+
+    base = tmp_path / "toy" / "fidelity" / "cheap-0"
+    assert sorted(p.name for p in base.iterdir()) == ["generations-1", "generations-2"]
+    assert run.generations == 2 and len(run.curve) == 2
+    for (images, hv), length in zip(run.curve, (1, 2)):
+        rows = bench.run_generations(base / f"generations-{length}")
+        assert [r["generation"] for r in rows] == list(range(length + 1))      # one run from its start, not resumed
+        assert images == rows[-1]["images"]                                   # its images, its verification's included
+        full = [genome for _, genome, *_ in bench.run_rows(base / f"generations-{length}")]
+        assert hv == pytest.approx(held.hypervolume(full, "fidelity"))        # held-out front of every full evaluation
+    assert "--resume" not in (tmp_path / "runs.log").read_text()
