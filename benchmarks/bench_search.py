@@ -21,7 +21,7 @@ made with other steps, population or calibration or held-out images is refused):
 
 Plain and cheap runs first do the preset's generations, then continue (``--resume`` with more generations, as the
 optimizer allows) in steps of ``--extend`` until their held-out frontier reaches 99 % of the reference's or they
-have done ``--reference-generations`` (plain) generations; a cheap run, which evaluates only a few candidates per
+have done ``--plain-generations`` (plain; the reference's count unless given) generations; a cheap run, which evaluates only a few candidates per
 generation, until it has rendered as many images as the reference run (or ``--cheap-generations``): a run's
 figures up to any generation are those of an uninterrupted run of that length. A cheap run that steers on few
 images (``--steer-images``) verifies its frontier on every image at its end, and a continued run would carry every
@@ -442,7 +442,7 @@ class Bench:
                 for seed in range(a.first_seed, a.first_seed + a.seeds):
                     if "plain" in a.methods:
                         runs.append(self.search_run(preset, metric, "plain", seed, held, LEVELS[-1] * target,
-                                                    p.generations, a.reference_generations))
+                                                    p.generations, a.plain_generations))
                     if "cheap" in a.methods:
                         runs.append(self.search_run(preset, metric, "cheap", seed, held, LEVELS[-1] * target,
                                                     p.generations, a.cheap_generations, image_cap=reference.images))
@@ -600,7 +600,10 @@ def parse(argv):
                    help="seeds K … K+N−1 instead, e.g. to split the seeds over processes, each in a copy of the "
                         "work directory with the reference run done (default 0)")
     p.add_argument("--reference-generations", type=int, default=16,
-                   help="offspring generations of the reference run, and the most a plain run does (default 16)")
+                   help="offspring generations of the reference run (default 16)")
+    p.add_argument("--plain-generations", type=int, default=None, metavar="N",
+                   help="the most generations a plain run does (default: --reference-generations); more, where "
+                        "plain runs end short of a level, turns \"does not reach it\" into a measured ratio")
     p.add_argument("--reference-seed", type=int, default=1000, help="the reference run's seed (default 1000)")
     p.add_argument("--cheap-generations", type=int, default=None,
                    help="the most generations a cheap run does (default: 8 × --reference-generations); it also "
@@ -654,6 +657,8 @@ def parse(argv):
         p.error("--calibration-seeds: a positive number of images per prompt, with --calibration-prompts")
     if args.cheap_generations is None:
         args.cheap_generations = 8 * args.reference_generations
+    if args.plain_generations is None:
+        args.plain_generations = args.reference_generations
     return args
 
 
@@ -662,6 +667,8 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
         [f"--presets {','.join(args.presets)}", f"--metrics {','.join(args.metrics)}", f"--seeds {args.seeds}",
          f"--reference-generations {args.reference_generations}", f"--cheap-generations {args.cheap_generations}",
          f"--extend {args.extend}", f"--threads {args.threads}"]
+        + ([f"--plain-generations {args.plain_generations}"]
+           if args.plain_generations != args.reference_generations else [])
         + ([f"--first-seed {args.first_seed}"] if args.first_seed else [])
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
         + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])

@@ -81,6 +81,13 @@ def test_a_process_may_take_a_later_range_of_seeds_and_its_settings_say_which():
     assert "--first-seed" not in bench.settings_text(bench.parse(["--seeds", "2"]))
 
 
+def test_plain_runs_may_go_on_longer_than_the_reference_and_the_settings_say_so():
+    assert bench.parse(["--reference-generations", "64"]).plain_generations == 64
+    args = bench.parse(["--reference-generations", "64", "--plain-generations", "128"])
+    assert args.plain_generations == 128 and "--plain-generations 128" in bench.settings_text(args)
+    assert "--plain-generations" not in bench.settings_text(bench.parse(["--reference-generations", "64"]))
+
+
 def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
     def options(*argv):
         return bench.calibration_options(bench.parse(list(argv)))
