@@ -21,13 +21,14 @@ made with other steps, population or calibration or held-out images is refused):
 
 Plain and cheap runs first do the preset's generations, then continue (``--resume`` with more generations, as the
 optimizer allows) in steps of ``--extend`` until their held-out frontier reaches 99 % of the reference's or they
-have done ``--plain-generations`` (plain; the reference's count unless given) generations; a cheap run, which evaluates only a few candidates per
-generation, until it has rendered as many images as the reference run (or ``--cheap-generations``): a run's
-figures up to any generation are those of an uninterrupted run of that length. A cheap run that steers on few
-images (``--steer-images``) verifies its frontier on every image at its end, and a continued run would carry every
-earlier end's verification, which an uninterrupted run of that length does not have; so such a run is started anew
-for each length (the preset's generations, then ``--extend`` more each time), in its own run directory, and each
-length gives one entry: its frontier and every image it rendered, its one verification included.
+have done ``--plain-generations`` (plain; the reference's count unless given) generations; a cheap run, which
+evaluates only a few candidates per generation, until it has rendered as many images as the reference run (or
+``--cheap-generations``): a run's figures up to any generation are those of an uninterrupted run of that length. A
+cheap run that steers on few images (``--steer-images``) verifies its frontier on every image at its end, and a
+continued run would carry every earlier end's verification, which an uninterrupted run of that length does not have;
+so such a run is started anew for each length (the preset's generations, then ``--extend`` more each time), in its
+own run directory, and each length gives one entry: its frontier and every image it rendered, its one verification
+included.
 
 **Held-out re-scoring.** Every frontier is re-scored on ``--holdout-prompts`` prompts that no run calibrates on
 (the last ones of the built-in prompt file; the runs use the first ones), one image each with seeds from
