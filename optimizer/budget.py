@@ -73,9 +73,10 @@ def final_measurement_images(images: int, holdout_images: int, latency_repeats: 
 
 
 def verification_images(images: int, steer_images: Optional[int], frontier_size: int, baselines: int) -> int:
-    """The most images one round of verifying a steered search's frontier renders (``Search.verify``): the points a
-    file keeps (at most max(K, 2 + baselines), as above), each on the images its last screen lacks; 0 without
-    steering (``steer_images`` None or every image)."""
+    """The images a steered search keeps for verifying its frontier (``Search.verify``): one round of the points a
+    file keeps, which are verified first (at most max(K, 2 + baselines), as above), each on the images its last
+    screen lacks; 0 without steering (``steer_images`` None or every image). The rest of the frontier is verified
+    with what the budget has left."""
     if steer_images is None or steer_images >= images:
         return 0
     return max(frontier_size, 2 + baselines) * (images - steer_images)

@@ -348,15 +348,19 @@ def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: st
 
 
 def verify_stage(spec: RunSpec, search, say: Callable[[str], None] = print) -> None:
-    """Where the search steered on estimates on a few images: the points the file keeps, rendered on every image."""
+    """Where the search steered on estimates on a few images: their frontier, rendered on every image."""
     from .budget import BudgetExhausted
+    before = len(search.archive.full)
     try:
-        verified = search.verify(spec.frontier_size)
+        search.verify(spec.frontier_size)
     except BudgetExhausted as e:
-        say(f"verifying the frontier on every image stopped: {e}; the file holds the points verified so far")
+        say(f"verified {len(search.archive.full) - before} schedules of the frontier of estimates on every "
+            f"calibration image, then {e}: {len(search.unverified())} points of it are left unverified, and the file "
+            "holds none of them")
         return
-    if verified:
-        say(f"verified {verified} schedules of the frontier of estimates on every calibration image")
+    if len(search.archive.full) > before:
+        say(f"verified {len(search.archive.full) - before} schedules of the frontier of estimates on every "
+            "calibration image")
 
 
 def baseline_stage(spec: RunSpec, codec, layout, search, say: Callable[[str], None] = print) -> list:

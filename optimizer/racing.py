@@ -17,8 +17,8 @@ estimate).
 pass every screen and are rendered on every image: racing then saves little. With ``steer_images`` set, the
 stages stop at that many images and no candidate is rendered in full during the search: the search steers on
 those estimates (a candidate races against the full evaluations and every other estimate on as many images),
-and at its end only the points a schedule file keeps of the frontier of estimates are rendered in full
-(``Search.verify``), until every point kept is a full evaluation.
+and at its end only the frontier of estimates is rendered in full (``Search.verify``; the points a schedule file
+keeps first), until that frontier is made of full evaluations only.
 
 ``Archive`` is what those decisions are made from: the evaluations the search has processed, in its
 order. It is rebuilt from the database (every row up to the insertion number the checkpoint records), so a

@@ -14,7 +14,7 @@ database) and ends with the same frontier as an uninterrupted run — also when 
 Objectives, both minimised: the negated mean quality, and the cost as a fraction of the full
 computation's. Constraint (the ECAD paper's): a candidate must cache something. Only evaluations on every
 calibration image make the frontier; with ``RacingConfig.steer_images`` the search renders none but the FORA
-baselines', and ``verify`` renders after it what the schedule file keeps (``optimizer/racing.py``).
+baselines', and ``verify`` renders after it the frontier of estimates (``optimizer/racing.py``).
 """
 from __future__ import annotations
 
@@ -355,34 +355,46 @@ class Search:
                             self.new_evaluations, self.reused_evaluations, self.evaluation_seconds, budget_spent)
 
     def verify(self, count: int) -> int:
-        """Where the search steered on estimates (``RacingConfig.steer_images``): render on every image the points a
-        schedule file keeps of the frontier of estimates (``report.select_points`` with ``count`` and the baselines'
-        costs as anchors, as the file's points are chosen), again while a point kept is not a full evaluation
-        (a verified point may fall below the frontier, and another takes its place). After ``run``; the last
-        generation recorded (complete or stopped by the budget) counts these images and owns these evaluations. A
-        budget too small for one ends it (``BudgetExhausted``) with what was verified. Returns the number of new full
-        evaluations; 0 without steering."""
+        """Where the search steered on estimates (``RacingConfig.steer_images``): render on every image every point of
+        the frontier of estimates, until that frontier is made of full evaluations only (a verified point may fall
+        below it, and an estimate it dominated takes its place). The points a schedule file keeps of it come first
+        (``report.select_points`` with ``count`` and the baselines' costs as anchors, as the file's points are
+        chosen), so a budget that ends verifying (``BudgetExhausted``) ends it with those measured. Every point, not
+        only those: the run's frontier is its full evaluations', and a frontier of a file's few points holds much
+        less hypervolume than the search found (the tenth benchmark round). After ``run``; the last generation
+        recorded (complete or stopped by the budget) counts these images and owns these evaluations. Returns the
+        number of new full evaluations; 0 without steering."""
         if self.steer_images is None:
             return 0
         from .report import select_points
         generation = max((g["generation"] for g in self.db.generations()), default=0)  # the last recorded
         full_before = len(self.archive.full)
         anchors = [self.archive.full[k][1] for k in self.full_fidelity if k in self.archive.full]
+        per_point = len(self.evaluator.items) - self.steer_images  # the images a steered estimate's screen lacks
         try:
             while True:
                 steering = self.archive.steering()
-                kept = select_points(self.archive.steering_frontier(), count, cost_of=lambda k: steering[k][1],
-                                     anchors=anchors)
-                missing = [k for k in kept if k not in self.archive.full]
+                frontier = self.archive.steering_frontier()
+                missing = self.unverified()
                 if not missing:
                     break
-                for key in missing:  # each a steered estimate: its last screen's images are not rendered again
+                kept = select_points(frontier, count, cost_of=lambda k: steering[k][1], anchors=anchors)
+                first = [k for k in kept if k not in self.archive.full]
+                if self.progress:
+                    total = self.ledger.used + len(missing) * per_point
+                    self.progress.set_generation("verifying the frontier")
+                    self.progress.set_total(total if self.ledger.limit is None else min(total, self.ledger.limit))
+                for key in first or missing:  # each a steered estimate: its last screen's images are not rendered again
                     screen = self.db.get(key, self.stages[-1])
                     self._stored_or_new(screen.genome, screen.origin, generation, known=screen.evaluation)
         finally:
             self.db.sync()
             self._rerecord_images(generation)
         return len(self.archive.full) - full_before
+
+    def unverified(self) -> list[str]:
+        """The points of the frontier the search steers by that are estimates, not full evaluations."""
+        return [k for k in self.archive.steering_frontier() if k not in self.archive.full]
 
     def _rerecord_images(self, generation: int) -> None:
         """The generation's row (and ``generations.jsonl``) with the images rendered since, the hypervolume now."""

@@ -176,8 +176,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         "images (default: an eighth of the calibration images, at least 2; when steering, a quarter of "
                         "--steer-images)")
     g.add_argument("--steer-images", type=int, metavar="N",
-                   help="screens stop at N images: the search steers on those estimates, and only the points the "
-                        "schedule file keeps of their frontier are rendered on every image, at the end (default: an "
+                   help="screens stop at N images: the search steers on those estimates, and only their frontier is "
+                        "rendered on every image, at the end (default: an "
                         "eighth of the calibration images, at least 16; as many as the calibration images: off)")
     g.add_argument("--race-margin", type=float, default=2.0, metavar="Z",
                    help="a screened candidate is dropped when its estimate plus Z standard errors stays below the "

@@ -16,6 +16,7 @@ import torch
 
 from ecad_nodes.schedule import BlockGroup, FrontierPoint, Layout, Mask, PointMetrics, ScheduleFile
 from ecad_nodes.schedule_io import load_schedule, save_schedule
+from optimizer.budget import BudgetExhausted, ImageLedger, MeteredBackend
 from optimizer.calibration import calibration_items, items_hash
 from optimizer.database import RunDatabase
 from optimizer.evaluate import Evaluator
@@ -54,15 +55,17 @@ class CountingToyBackend(ToyBackend):
 
 
 def toy_search(tmp_path: Path, metric: str = "fidelity", racing: RacingConfig | None = None,
-               surrogate: SurrogateConfig | None = None, population: int = 6, images_per_prompt: int = 2):
+               surrogate: SurrogateConfig | None = None, population: int = 6, images_per_prompt: int = 2,
+               ledger: ImageLedger | None = None):
+    """``ledger``: renders paid for by it (``MeteredBackend``), as a run with ``--budget-images`` is."""
     backend = CountingToyBackend(SMALL, steps=6, cfg=1.0, sampler="euler", size=8, batch_size=2, label="toy")
     items = calibration_items(PROMPTS, images_per_prompt)
-    evaluator = Evaluator(backend, make_metric(metric), items, "macs")
+    evaluator = Evaluator(MeteredBackend(backend, ledger) if ledger else backend, make_metric(metric), items, "macs")
     codec = GenomeCodec(backend.layout, backend.steps)
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = RunDatabase(tmp_path / "run.sqlite", "ctx", "model", items_hash(items))
     config = SearchConfig(population, 0, racing=racing, surrogate=surrogate)
-    return Search(codec, evaluator, db, tmp_path, config, "ctx"), backend, db
+    return Search(codec, evaluator, db, tmp_path, config, "ctx", ledger=ledger), backend, db
 
 
 # ---------------------------------------------------------------- --budget-images
@@ -305,10 +308,10 @@ def _kept_of_the_steering_frontier(search: Search, count: int) -> list[str]:
     return select_points(search.archive.steering_frontier(), count, cost_of=lambda k: steering[k][1], anchors=anchors)
 
 
-def test_steering_renders_in_full_only_the_points_the_file_keeps(tmp_path):
+def test_steering_renders_in_full_only_the_frontier_of_estimates(tmp_path):
     """12 images, screens of 2 and 4, steering on 4: the search renders nothing in full; ``verify`` then renders on
-    every image (only the 8 images each screen lacks) what the file keeps of the frontier of estimates, until all
-    it keeps is measured in full, and the schedule file is made of those full evaluations."""
+    every image (only the 8 images each screen lacks) the frontier of estimates, until every point of it is measured
+    in full, and the schedule file is made of those full evaluations."""
     search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2, steer_images=4),
                                      images_per_prompt=3)
     search.run(generations=3)
@@ -316,22 +319,42 @@ def test_steering_renders_in_full_only_the_points_the_file_keeps(tmp_path):
     rows = db.rows()
     assert rows and not any(r.full for r in rows)                  # nothing in full during the search
     assert search.archive.steered and search.archive.steering() == search.archive.steered
+    estimated_frontier = search.archive.steering_frontier()
+    assert len(estimated_frontier) > 3                             # more than the 3 points the file keeps
     rendered = backend.images
     verified = search.verify(count=3)
     full = [r for r in db.rows() if r.full]
-    assert verified == len(full) >= 3
+    assert verified == len(full) >= len(estimated_frontier)
     assert all(r.evaluation.images == 8 for r in full)             # the screen's 4 images are not rendered again
     assert backend.images - rendered == 8 * len(full)
-    kept = _kept_of_the_steering_frontier(search, 3)
-    assert set(kept) <= {r.genome_hash for r in full}              # every point kept is measured on every image
+    full_keys = {r.genome_hash for r in full}
+    assert set(search.archive.steering_frontier()) <= full_keys    # the frontier: every point measured
+    assert full_keys < set(search.archive.steered)                 # the estimates below it: not rendered again
     for r in full:  # each verified genome had been steered on, and its full figure replaced the estimate
         assert r.genome_hash in search.archive.steered and search.archive.steering()[r.genome_hash] == (
             r.evaluation.quality, r.evaluation.cost)
     from optimizer.pipeline import frontier_stage
     points = frontier_stage(db.all(), [], search.codec, frontier_size=3)
     assert points and {round(p.quality, 12) for p in points} <= {round(r.evaluation.quality, 12) for r in full}
-    assert search.verify(count=3) == 0                              # verified already: nothing more to render
+    assert search.verify(count=3) == 0 and {r.genome_hash for r in db.rows() if r.full} == full_keys  # nothing more
     assert db.generations()[-1]["full_evaluations"] == len(full)
+    db.close()
+
+
+def test_a_budget_that_ends_verifying_ends_it_with_the_points_the_file_keeps_measured(tmp_path):
+    """The points the file keeps of the frontier of estimates are verified first: a budget that pays for only those
+    ends verifying (``BudgetExhausted``) with each of them measured on every image and nothing else."""
+    ledger = ImageLedger()
+    search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2, steer_images=4),
+                                     images_per_prompt=3, ledger=ledger)
+    search.run(generations=3)
+    first = _kept_of_the_steering_frontier(search, 3)
+    assert len(search.archive.steering_frontier()) > len(first) and not search.archive.full
+    ledger.limit = ledger.used + 8 * len(first)                    # each verification renders the 8 images a screen lacks
+    with pytest.raises(BudgetExhausted):
+        search.verify(count=3)
+    assert {r.genome_hash for r in db.rows() if r.full} == set(first)
+    assert ledger.used == ledger.limit
     db.close()
 
 
@@ -349,6 +372,7 @@ def test_a_steered_budgeted_run_verifies_within_its_budget_and_resumes_to_the_sa
     assert whole.returncode == 0, whole.stderr
     assert "the budget ended the search early" in whole.stdout and "steering on 4 images" in whole.stdout
     assert "schedules of the frontier of estimates on every calibration image" in whole.stdout
+    assert "points of it are left unverified, and the file holds none of them" in whole.stdout  # the budget ended it
     schedule = load_schedule(tmp_path / "whole.json")
     assert schedule.provenance["search"]["images"] <= 200
     db = sqlite3.connect(tmp_path / "whole" / "run.sqlite")
