@@ -12,6 +12,7 @@ import argparse
 import statistics
 import sys
 import time
+from typing import Optional
 
 from .comfy_env import ComfyUINotFound, import_comfy
 
@@ -26,8 +27,35 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
+def busy_share(seconds: float = 0.5) -> Optional[float]:
+    """The share of the machine's CPU time other work used over ``seconds`` (Linux's /proc/stat; None elsewhere)."""
+    def idle_and_total():
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, everything
+    try:
+        idle0, total0 = idle_and_total()
+        time.sleep(seconds)
+        idle1, total1 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if total1 <= total0 else 1.0 - (idle1 - idle0) / (total1 - total0)
+
+
+def busy_warning(share: Optional[float]) -> str:
+    """A warning when other work keeps half the cores or more busy before the demo starts: torch's threads then
+    wait for cores, and the times and speedups mean nothing (no caching came out 1.8x slower than the unpatched
+    model so); empty otherwise."""
+    if share is None or share < 0.5:
+        return ""
+    return (f"warning: other work keeps {100 * share:.0f} % of the CPU busy: the times and speedups below will be "
+            "wrong, often below 1x; run the demo alone. The 'computed' and 'MAC bound' columns do not depend "
+            "on it.\n")
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
+    warning = busy_warning(busy_share())  # before this process loads the CPU itself
     try:
         import_comfy(args.comfyui, cpu=True)
     except ComfyUINotFound as e:
@@ -50,6 +78,8 @@ def main(argv=None) -> int:
     print(f"Model: FLUX ({spec.depth} double + {spec.depth_single} single blocks, hidden {spec.hidden}), "
           f"random weights, {args.size}×{args.size} ({(args.size // 16) ** 2} image tokens), {args.steps} steps, "
           f"euler, CPU ({torch.get_num_threads()} threads)\n")
+    if warning:
+        print(warning)
 
     def run(m):
         import comfy.sample
