@@ -361,7 +361,7 @@ class Search:
         (``report.select_points`` with ``count`` and the baselines' costs as anchors, as the file's points are
         chosen), so a budget that ends verifying (``BudgetExhausted``) ends it with those measured. Every point, not
         only those: the run's frontier is its full evaluations', and a frontier of a file's few points holds much
-        less hypervolume than the search found (the tenth benchmark round). After ``run``; the last generation
+        less hypervolume than the search found (``benchmarks/README.md``, eleventh round). After ``run``; the last generation
         recorded (complete or stopped by the budget) counts these images and owns these evaluations. Returns the
         number of new full evaluations; 0 without steering."""
         if self.steer_images is None:
