@@ -177,8 +177,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         "--steer-images)")
     g.add_argument("--steer-images", type=int, metavar="N",
                    help="screens stop at N images: the search steers on those estimates, and only their frontier is "
-                        "rendered on every image, at the end (default: an "
-                        "eighth of the calibration images, at least 16; as many as the calibration images: off)")
+                        "rendered on every image, at the end (default: an eighth of the calibration images, at least "
+                        "16; as many as the calibration images: off)")
     g.add_argument("--race-margin", type=float, default=2.0, metavar="Z",
                    help="a screened candidate is dropped when its estimate plus Z standard errors stays below the "
                         "frontier at its cost (default 2)")
