@@ -51,9 +51,10 @@ def summary_line(front: Sequence[Point], hv: float, metric_short: str, new: int,
 
 
 def select_points(front: Sequence[Any], count: int, cost_of=lambda p: p, anchors: Sequence[float] = ()) -> list[Any]:
-    """At most ``count`` points of ``front`` (cheapest first): its two ends; for each anchor cost (a heuristic
-    baseline's), the best point that costs no more; the rest spread evenly along the frontier. Ends and
-    anchored points are kept even beyond ``count``."""
+    """At most ``count`` points of ``front`` (cheapest first; costs > 0): its two ends; for each anchor cost (a
+    heuristic baseline's), the best point that costs no more; the rest spread evenly in speedup, each the point
+    farthest in log cost from those chosen, so a file offers a ladder of speedups wherever the search happened to
+    find points densely. Ends and anchored points are kept even beyond ``count``."""
     if count < 1:
         raise ValueError("a schedule file needs at least one point")
     n = len(front)
@@ -64,8 +65,10 @@ def select_points(front: Sequence[Any], count: int, cost_of=lambda p: p, anchors
         within = [i for i in range(n) if cost_of(front[i]) <= limit]
         if within:
             chosen.add(within[-1])
-    while len(chosen) < count:  # farthest-point filling: each new point as far along the frontier from the others as can be
-        chosen.add(max((i for i in range(n) if i not in chosen), key=lambda i: (min(abs(i - c) for c in chosen), -i)))
+    log_cost = [math.log(cost_of(p)) for p in front]
+    while len(chosen) < count:
+        chosen.add(max((i for i in range(n) if i not in chosen),
+                       key=lambda i: (min(abs(log_cost[i] - log_cost[c]) for c in chosen), -i)))
     return [front[i] for i in sorted(chosen)]
 
 

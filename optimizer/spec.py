@@ -127,7 +127,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                    "held-out prompts drawn (default 0)")
     g.add_argument("--frontier-size", type=int, default=DEFAULT_FRONTIER_SIZE, metavar="K",
                    help=f"about K points written to the schedule file: both ends of the frontier, the best point within "
-                        f"each FORA baseline's cost (kept even beyond K), the rest spread evenly "
+                        f"each FORA baseline's cost (kept even beyond K), the rest spread evenly in speedup "
                         f"(default {DEFAULT_FRONTIER_SIZE})")
     g.add_argument("--measure-latency", type=int, default=0, metavar="REPEATS",
                    help="time the frontier points and baselines against no caching on this device (REPEATS rounds, "

@@ -126,12 +126,19 @@ def test_pareto_front_hypervolume_and_selection():
     assert hypervolume(front + [(28.0, 0.6), (33.0, 0.95)], 20.0) == pytest.approx(hv)
     assert hypervolume([(19.0, 0.2)], 20.0) == 0.0 and hypervolume([(50.0, 1.0)], 20.0) == 0.0
     assert hypervolume([], 20.0) == 0.0
-    many = list(range(20))
+    many = [(i + 1) / 20 for i in range(20)]  # costs 0.05 … 1
     picked = select_points(many, 5)
-    assert len(picked) == 5 and picked[0] == 0 and picked[-1] == 19
-    anchored = select_points(many, 5, cost_of=lambda i: i / 20, anchors=[0.26])
-    assert 5 in anchored  # the best point costing no more than the anchor
-    assert select_points(many[:3], 5) == [0, 1, 2]
+    assert len(picked) == 5 and picked[0] == 0.05 and picked[-1] == 1.0
+    anchored = select_points(many, 5, anchors=[0.26])
+    assert 0.25 in anchored  # the best point costing no more than the anchor
+    assert select_points(many[:3], 5) == many[:3]
+    # spread in speedup, not in rank: a frontier found densely among the cheap schedules (20 points from 10× to 5×)
+    # and sparsely above (1.5×, 1.1×) still gives a 5-point file its 1.5× point (spread by rank, all three middle
+    # points would lie between 5× and 10×)
+    dense = sorted([0.1 + 0.1 * i / 19 for i in range(20)] + [1 / 1.5, 1 / 1.1])
+    kept = select_points(dense, 5)
+    assert kept[0] == 0.1 and kept[-1] == 1 / 1.1 and 1 / 1.5 in kept
+    assert sum(c <= 0.2 for c in kept) == 3
     names = point_names([2.611, 2.614, 3.0])
     assert len(set(names)) == 3 and all(" · " not in n for n in names)
     assert names[2] == "ecad-3.000x"
