@@ -60,12 +60,13 @@ def select_points(front: Sequence[Any], count: int, cost_of=lambda p: p, anchors
     n = len(front)
     if n <= count:
         return list(front)
+    costs = [cost_of(p) for p in front]
     chosen = {0, n - 1}
     for limit in anchors:
-        within = [i for i in range(n) if cost_of(front[i]) <= limit]
+        within = [i for i in range(n) if costs[i] <= limit]
         if within:
             chosen.add(within[-1])
-    log_cost = [math.log(cost_of(p)) for p in front]
+    log_cost = [math.log(c) for c in costs]
     while len(chosen) < count:
         chosen.add(max((i for i in range(n) if i not in chosen),
                        key=lambda i: (min(abs(log_cost[i] - log_cost[c]) for c in chosen), -i)))
