@@ -30,6 +30,10 @@ class ImageLedger:
         self.limit, self.used = limit, used
         self.listeners: list = []             # called with the number of images each time some are counted
 
+    def capped(self, total: float) -> int:
+        """``total`` images (a run's expected count), or the limit where that is fewer."""
+        return int(total if self.limit is None else min(total, self.limit))
+
     def affordable(self, wanted: int) -> bool:
         return self.limit is None or self.used + wanted <= self.limit
 

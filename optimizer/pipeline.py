@@ -328,8 +328,8 @@ def search_stage(spec: RunSpec, settings, codec, evaluator, db, metric_short: st
     planned = ((0 if done else len(search.seeds)) * images
                + max(0, spec.generations - max(0, done - 1)) * per_generation + verification)
     used = search.ledger.used
-    total = used + planned if search.ledger.limit is None else min(search.ledger.limit, used + planned)
-    search.progress = Progress(total=total, done=used, enabled=spec.progress, write=say)
+    search.progress = Progress(total=search.ledger.capped(used + planned), done=used, enabled=spec.progress,
+                               write=say)
     search.ledger.listeners.append(search.progress.images)
     try:
         if search.ledger.limit is not None:

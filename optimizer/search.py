@@ -382,7 +382,7 @@ class Search:
                 first = [k for k in kept if k not in self.archive.full]
                 if self.progress:
                     self.progress.set_generation("verifying the frontier")
-                    self._expect_images(self.ledger.used + len(missing) * per_point)
+                    self.progress.set_total(self.ledger.capped(self.ledger.used + len(missing) * per_point))
                 for key in first or missing:  # each a steered estimate: its last screen's images are not rendered again
                     screen = self.db.get(key, self.stages[-1])
                     self._stored_or_new(screen.genome, screen.origin, generation, known=screen.evaluation)
@@ -390,10 +390,6 @@ class Search:
             self.db.sync()
             self._rerecord_images(generation)
         return len(self.archive.full) - full_before
-
-    def _expect_images(self, total: float) -> None:
-        """The progress bar's total: the images the run is now expected to end with, never beyond the budget."""
-        self.progress.set_total(int(total if self.ledger.limit is None else min(total, self.ledger.limit)))
 
     def unverified(self) -> list[str]:
         """The points of the frontier the search steers by that are estimates, not full evaluations."""
@@ -422,7 +418,8 @@ class Search:
         if complete and generation > 0 and self.progress:
             self._offspring_images.append(self.ledger.used - self._generation_start_images)
             per_generation = sum(self._offspring_images) / len(self._offspring_images)
-            self._expect_images(self.ledger.used + (generations - generation) * per_generation)
+            expected = self.ledger.used + (generations - generation) * per_generation
+            self.progress.set_total(self.ledger.capped(expected))
         details = {"screened": g.screened, "promoted": g.promoted, "full_evaluations": len(self.archive.full),
                    "frontier": len(front)}
         if self.config.surrogate:
