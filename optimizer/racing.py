@@ -1,17 +1,16 @@
 """Racing: screen each candidate on a few calibration images, then on more, and render the rest only for those
 that could still reach the frontier.
 
-A candidate is first scored on ``screen`` images (one image each of a seeded choice of prompts). Its
-quality on all images is estimated from them (paired with the uncached images where paired scoring is
-on, ``Evaluator.estimate``), with a standard error from the spread of those paired differences (pooled
-over every first screen so far, because two or three images say little about their own spread). It goes
-on only if it might not be dominated: if the estimate plus ``margin`` standard errors reaches the quality
-the frontier already has at its cost. Then the same test on twice the images (the first ones and as many
-more, only the new ones rendered), and so on (``screening_stages``) until every image is scored: most
-candidates near the frontier pass a first screen of two or three images, and most of those that end up
-dominated are dropped at a later stage for a fraction of the full set. Only evaluations on every image
-enter the frontier and the schedule file; a screen only steers the search (NSGA-II is told its latest
-estimate).
+A candidate is first scored on ``screen`` images (one image each of a seeded choice of prompts). Its quality on all
+images is estimated from them (paired with the uncached images where paired scoring is on, ``Evaluator.estimate``;
+less the offset those images show on the full evaluations, ``Archive``), with a standard error from the spread of
+those paired differences (pooled over every first screen so far, because two or three images say little about their
+own spread). It goes on only if it might not be dominated: if the estimate plus ``margin`` standard errors reaches
+the quality the frontier already has at its cost. Then the same test on twice the images (the first ones and as many
+more, only the new ones rendered), and so on (``screening_stages``) until every image is scored: most candidates
+near the frontier pass a first screen of two or three images, and most of those that end up dominated are dropped at
+a later stage for a fraction of the full set. Only evaluations on every image enter the frontier and the schedule
+file; a screen only steers the search (NSGA-II is told its latest estimate).
 
 **Steering on few images.** With many images per candidate (the paper's 1 000), candidates near the frontier
 pass every screen and are rendered on every image: racing then saves little. With ``steer_images`` set, the
@@ -34,6 +33,7 @@ import numpy as np
 
 from .calibration import CalibrationItem
 from .database import StoredEvaluation
+from .evaluate import Evaluation
 from .report import pareto_front
 
 
@@ -79,36 +79,73 @@ def screening_stages(items: Sequence[CalibrationItem], first: int, seed: int,
 
 class Archive:
     """The evaluations the search has processed: the frontier of the full ones, every genome's best estimate,
-    the estimates on ``steer_images`` images, the spread of screens' paired differences, and the images they
-    rendered."""
+    the estimates on ``steer_images`` images, the spread of screens' paired differences, the offset of each
+    screen's images, and the images they rendered.
+
+    **Offset.** Every screen of a run is on the same seeded images (``screening_stages``), so what makes those images
+    easier or harder than the rest for a cached schedule shifts every estimate alike; pairing with the uncached
+    images cannot remove it when the uncached image scores the same everywhere (fidelity). The full evaluations
+    measure it: on a screen's images their paired mean minus their mean on every image, averaged over the full
+    evaluations so far. Estimates are read with it subtracted (``estimate``); before any full evaluation it is 0.
+    The FORA baselines, measured in full first, pin it within a few hundredths of a dB (``benchmarks/README.md``,
+    fourteenth round)."""
 
     def __init__(self, steer_images: Optional[int] = None):
         self.steer_images = steer_images
         self.last_seq = 0
-        self.full: dict[str, tuple[float, float]] = {}            # genome hash -> (quality, cost)
-        self.best: dict[str, tuple[np.ndarray, float, float]] = {}  # genome hash -> (genome, quality, cost)
-        self.steered: dict[str, tuple[float, float]] = {}         # genome hash -> estimate on steer_images images
+        self.full: dict[str, tuple[float, float]] = {}           # genome hash -> (quality, cost)
         self.images = 0
-        self._dof = 0                                             # pooled variance of the paired differences
-        self._sum_squares = 0.0                                   # (of first screens)
+        self._latest: dict[str, tuple[np.ndarray, Evaluation]] = {}  # genome hash -> genome, full or latest screen
+        self._steered: dict[str, Evaluation] = {}                # genome hash -> its screen on steer_images images
+        self._dof = 0                                            # pooled variance of the paired differences
+        self._sum_squares = 0.0                                  # (of first screens)
         self._screened: set[str] = set()
+        self._deviations: Optional[np.ndarray] = None            # per image: the sum over full evaluations of
+        self._offsets: dict[tuple[int, ...], float] = {}         # (paired difference - its mean); offsets of it
 
-    def add(self, row: StoredEvaluation, differences: Optional[np.ndarray]) -> None:
-        """``differences``: what the row's estimate averages per image (``Evaluator.differences``)."""
+    def add(self, row: StoredEvaluation, differences: np.ndarray) -> None:
+        """``differences``: what the row's quality averages per image (``Evaluator.differences``)."""
         self.last_seq = max(self.last_seq, row.seq)
         self.images += row.evaluation.images
         ev = row.evaluation
         if row.full:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
+            deviation = np.asarray(differences, dtype=np.float64) - float(np.mean(differences))
+            self._deviations = deviation if self._deviations is None else self._deviations + deviation
+            self._offsets.clear()
         if row.full or row.genome_hash not in self.full:
-            self.best[row.genome_hash] = (row.genome, ev.quality, ev.cost)
+            self._latest[row.genome_hash] = (row.genome, ev)
         if not row.full and len(ev.items) == self.steer_images:
-            self.steered[row.genome_hash] = (ev.quality, ev.cost)
+            self._steered[row.genome_hash] = ev
         if not row.full and row.genome_hash not in self._screened:  # a first screen: later stages repeat its images
             self._screened.add(row.genome_hash)
-            if differences is not None and len(differences) > 1:
+            if len(differences) > 1:
                 self._dof += len(differences) - 1
                 self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
+
+    def offset(self, items: Sequence[int]) -> float:
+        """How far an estimate on the calibration images ``items`` lies above the mean on every image, on average
+        over the full evaluations so far (0 on every image, or before any full evaluation)."""
+        if not items or self._deviations is None:
+            return 0.0
+        key = tuple(items)
+        if key not in self._offsets:
+            self._offsets[key] = float(np.mean(self._deviations[list(key)])) / len(self.full)
+        return self._offsets[key]
+
+    def estimate(self, ev: Evaluation) -> float:
+        """``ev``'s quality, less the offset of its images: what racing, steering and the surrogate go by."""
+        return ev.quality - self.offset(ev.items)
+
+    @property
+    def best(self) -> dict[str, tuple[np.ndarray, float, float]]:
+        """Genome hash -> (genome, quality, cost): the full evaluation where there is one, else the latest estimate."""
+        return {k: (genome, self.estimate(ev), ev.cost) for k, (genome, ev) in self._latest.items()}
+
+    @property
+    def steered(self) -> dict[str, tuple[float, float]]:
+        """Genome hash -> (estimate, cost) on ``steer_images`` images."""
+        return {k: (self.estimate(ev), ev.cost) for k, ev in self._steered.items()}
 
     def pooled_sd(self) -> Optional[float]:
         return math.sqrt(self._sum_squares / self._dof) if self._dof else None

@@ -194,17 +194,13 @@ class Search:
         if row.seq > self.archive.last_seq + 1:
             for earlier in self.db.rows(row.seq - 1):
                 if earlier.seq > self.archive.last_seq:
-                    self.archive.add(earlier, self._spread(earlier))
-        self.archive.add(row, self._spread(row))
-
-    def _spread(self, row: StoredEvaluation) -> Optional[np.ndarray]:
-        """What a screen's estimate averages (racing pools its spread); nothing for full evaluations."""
-        return None if row.full else self.evaluator.differences(row.evaluation)
+                    self.archive.add(earlier, self.evaluator.differences(earlier.evaluation))
+        self.archive.add(row, self.evaluator.differences(row.evaluation))
 
     def _rebuild_archive(self, up_to_seq: int) -> None:
         self.archive = Archive(self.steer_images)
         for row in self.db.rows(up_to_seq):
-            self.archive.add(row, self._spread(row))
+            self.archive.add(row, self.evaluator.differences(row.evaluation))
         self.archive.last_seq = up_to_seq
 
     # ------------------------------------------------------------ one genome
@@ -233,8 +229,8 @@ class Search:
     def evaluate(self, genome: np.ndarray, origin: str, generation: int, race: bool = False) -> Evaluation:
         """The genome's evaluation: from the database when known, else evaluated and committed at once. With
         ``race`` (and racing on), screened in stages first and evaluated on every image only if it could still
-        reach the frontier after the last; the latest screen's estimate is returned otherwise. ``BudgetExhausted``
-        before rendering what the budget lacks."""
+        reach the frontier after the last; the latest screen's estimate is returned otherwise, less the offset of its
+        images (``Archive.estimate``). ``BudgetExhausted`` before rendering what the budget lacks."""
         if not GenomeCodec.caches_something(genome):
             return self.evaluator.prepare()  # no caching at all: the reference itself (infeasible, never stored)
         key = genome_hash(genome)
@@ -247,11 +243,12 @@ class Search:
             if stage == 0:
                 self._generation.screened += 1
             error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
-            if not could_reach_frontier(ev.quality, error, ev.cost, self.archive.steering().values(),
+            estimate = self.archive.estimate(ev)
+            if not could_reach_frontier(estimate, error, ev.cost, self.archive.steering().values(),
                                         self.config.racing.margin):
-                return ev
+                return replace(ev, quality=estimate)
         if self.steer_images is not None:  # steering: only ``verify`` renders in full
-            return ev
+            return replace(ev, quality=self.archive.estimate(ev))
         self._generation.promoted += 1
         return self._stored_or_new(genome, origin, generation, known=ev).evaluation
 

@@ -18,11 +18,11 @@ from ecad_nodes.schedule import BlockGroup, FrontierPoint, Layout, Mask, PointMe
 from ecad_nodes.schedule_io import load_schedule, save_schedule
 from optimizer.budget import BudgetExhausted, ImageLedger, MeteredBackend
 from optimizer.calibration import calibration_items, items_hash
-from optimizer.database import RunDatabase
-from optimizer.evaluate import Evaluator
+from optimizer.database import RunDatabase, StoredEvaluation
+from optimizer.evaluate import Evaluation, Evaluator
 from optimizer.genome import GenomeCodec
 from optimizer.metrics import make_metric
-from optimizer.racing import RacingConfig, pooled_sd, screening_items, screening_stages, standard_error
+from optimizer.racing import Archive, RacingConfig, pooled_sd, screening_items, screening_stages, standard_error
 from optimizer.search import Search, SearchConfig
 from optimizer.seeding import initial_population
 from optimizer.surrogate import RidgeModel, SurrogateConfig, SurrogateState, choose, kendall_tau
@@ -207,6 +207,55 @@ def test_pooled_spread_weighs_each_sample_by_its_degrees_of_freedom():
     pooled = np.sqrt((np.var(a, ddof=1) * 1 + np.var(b, ddof=1) * 2) / 3)
     assert pooled_sd([a, b, np.array([5.0])]) == pytest.approx(pooled)  # a single value says nothing of the spread
     assert pooled_sd([np.array([5.0])]) is None and pooled_sd([]) is None
+
+
+def _row(seq: int, key: str, differences, items: tuple[int, ...] = (), cost: float = 0.5) -> StoredEvaluation:
+    """A database row of a paired evaluation whose uncached images all score 0: its scores are its differences."""
+    scores = np.asarray(differences, dtype=np.float64)
+    ev = Evaluation(float(np.mean(scores)), cost, 1.0, 1.0, scores, items=items, images=len(scores))
+    return StoredEvaluation(key, np.zeros(4, dtype=bool), ev, "test", 0, seq, full=not items)
+
+
+def test_estimates_are_read_less_the_offset_their_images_show_on_the_full_evaluations():
+    """A screen's images easier than the rest by the same amount for every schedule shift every estimate alike;
+    the archive subtracts what the full evaluations so far show on those images (0 before the first)."""
+    archive = Archive(steer_images=2)
+    easy = (0, 1)                                                   # +1 on the screen's images for every schedule
+    archive.add(_row(1, "s", [0.0, 0.0], items=easy, cost=0.3), np.array([0.0, 0.0]))
+    assert archive.offset(easy) == 0.0 and archive.steered["s"] == (0.0, 0.3)   # nothing measured yet
+    archive.add(_row(2, "f1", [0.0, 0.0, -2.0, -2.0]), np.array([0.0, 0.0, -2.0, -2.0]))      # offset +1
+    archive.add(_row(3, "f2", [1.0, 0.0, -1.0, -2.0]), np.array([1.0, 0.0, -1.0, -2.0]))      # offset +1
+    archive.add(_row(4, "f3", [-1.0, -1.0, -2.0, -2.0]), np.array([-1.0, -1.0, -2.0, -2.0]))  # offset +0.5
+    assert archive.offset(easy) == pytest.approx(2.5 / 3)
+    assert archive.offset(()) == 0.0 and archive.offset((0, 1, 2, 3)) == pytest.approx(0.0)
+    assert archive.steered["s"] == pytest.approx((-2.5 / 3, 0.3))
+    assert archive.steering()["s"] == pytest.approx((-2.5 / 3, 0.3)) and archive.steering()["f1"] == (-1.0, 0.5)
+    assert archive.best["s"][1] == pytest.approx(-2.5 / 3) and archive.best["f2"][1] == -0.5
+    measured = [0.0, 0.0, -2.0, -2.0]                               # "s" in full: its figure, uncorrected
+    archive.add(_row(5, "s", measured, cost=0.3), np.array(measured))
+    assert archive.best["s"][1] == -1.0 and archive.steering()["s"] == (-1.0, 0.3)
+
+
+def test_a_steered_run_estimates_without_the_shared_offset_of_its_steering_images(tmp_path):
+    """Over the schedules a steered run verified, its estimates less the offset are right on average: every verified
+    estimate's error is its steering images' mean minus its mean on every image, which the offset averages. What the
+    search was told (``Search.evaluate``) is the estimate less the offset known then."""
+    search, backend, db = toy_search(tmp_path, racing=RacingConfig(screen_images=2, steer_images=4),
+                                     images_per_prompt=3)
+    search.run(generations=3)
+    assert search.archive.offset(search.stages[-1]) == 0.0          # nothing in full yet: nothing to correct by
+    screens = {r.genome_hash: r for r in db.rows() if len(r.evaluation.items) == 4}
+    assert search.verify(count=3) > 2
+    full = {r.genome_hash: r.evaluation.quality for r in db.rows() if r.full}
+    raw = np.array([screens[k].evaluation.quality - q for k, q in full.items()])
+    offset = search.archive.offset(search.stages[-1])
+    assert abs(raw.mean()) > 0.05 and offset == pytest.approx(raw.mean())
+    corrected = np.array([search.archive.steered[k][0] - q for k, q in full.items()])
+    assert corrected.mean() == pytest.approx(0.0, abs=1e-9)
+    unverified = next(k for k in screens if k not in full)
+    told = search.evaluate(screens[unverified].genome, "again", 4, race=True)   # from the database, as on --resume
+    assert told.quality == pytest.approx(screens[unverified].evaluation.quality - offset)
+    db.close()
 
 
 def test_racing_never_lets_a_screen_into_the_frontier(tmp_path):
