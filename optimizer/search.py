@@ -261,7 +261,8 @@ class Search:
     def _offspring(self, algorithm: NSGA2, state: SearchState):
         """The generation's candidates and, where the surrogate made them, its predicted qualities."""
         config = self.config.surrogate
-        model = fit(self.archive.best, config.min_training) if config else None
+        best = self.archive.best
+        model = fit(best, config.min_training) if config else None
         if model is None or not state.surrogate.active:
             population = algorithm.ask()
             if population is None or model is None or len(population) == 0:
@@ -276,7 +277,7 @@ class Search:
             return pool, None
         # Offer the surrogate only genomes the search has not evaluated: the predicted best are often ones it
         # already has (it fits them well), and choosing those adds nothing; the search then stalls.
-        fresh = np.array([genome_hash(x) not in self.archive.best for x in pool.get("X")])
+        fresh = np.array([genome_hash(x) not in best for x in pool.get("X")])
         if fresh.any():
             pool = pool[fresh]
         X = pool.get("X").astype(bool)
