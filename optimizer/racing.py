@@ -87,7 +87,7 @@ class Archive:
     images cannot remove it when the uncached image scores the same everywhere (fidelity). The full evaluations
     measure it: on a screen's images their paired mean minus their mean on every image, averaged over the full
     evaluations so far. Estimates are read with it subtracted (``estimate``); before any full evaluation it is 0.
-    The FORA baselines, measured in full first, pin it within a few hundredths of a dB (``benchmarks/README.md``,
+    The FORA baselines, measured in full first, pin it within about 0.05 dB (``benchmarks/README.md``,
     fourteenth round)."""
 
     def __init__(self, steer_images: Optional[int] = None):
@@ -100,8 +100,9 @@ class Archive:
         self._dof = 0                                            # pooled variance of the paired differences
         self._sum_squares = 0.0                                  # (of first screens)
         self._screened: set[str] = set()
-        self._deviations: Optional[np.ndarray] = None            # per image: the sum over full evaluations of
-        self._offsets: dict[tuple[int, ...], float] = {}         # (paired difference - its mean); offsets of it
+        self._full_rows = 0
+        self._deviations: Optional[np.ndarray] = None            # per image, summed over the full evaluations:
+        self._offsets: dict[tuple[int, ...], float] = {}         # paired difference - their mean (``offset``)
 
     def add(self, row: StoredEvaluation, differences: np.ndarray) -> None:
         """``differences``: what the row's quality averages per image (``Evaluator.differences``)."""
@@ -112,6 +113,7 @@ class Archive:
             self.full[row.genome_hash] = (ev.quality, ev.cost)
             deviation = np.asarray(differences, dtype=np.float64) - float(np.mean(differences))
             self._deviations = deviation if self._deviations is None else self._deviations + deviation
+            self._full_rows += 1
             self._offsets.clear()
         if row.full or row.genome_hash not in self.full:
             self._latest[row.genome_hash] = (row.genome, ev)
@@ -130,7 +132,7 @@ class Archive:
             return 0.0
         key = tuple(items)
         if key not in self._offsets:
-            self._offsets[key] = float(np.mean(self._deviations[list(key)])) / len(self.full)
+            self._offsets[key] = float(np.mean(self._deviations[list(key)])) / self._full_rows
         return self._offsets[key]
 
     def estimate(self, ev: Evaluation) -> float:
