@@ -194,13 +194,16 @@ class Search:
         if row.seq > self.archive.last_seq + 1:
             for earlier in self.db.rows(row.seq - 1):
                 if earlier.seq > self.archive.last_seq:
-                    self.archive.add(earlier, self.evaluator.differences(earlier.evaluation))
+                    self._add_to_archive(earlier)
+        self._add_to_archive(row)
+
+    def _add_to_archive(self, row: StoredEvaluation) -> None:
         self.archive.add(row, self.evaluator.differences(row.evaluation))
 
     def _rebuild_archive(self, up_to_seq: int) -> None:
         self.archive = Archive(self.steer_images)
         for row in self.db.rows(up_to_seq):
-            self.archive.add(row, self.evaluator.differences(row.evaluation))
+            self._add_to_archive(row)
         self.archive.last_seq = up_to_seq
 
     # ------------------------------------------------------------ one genome
@@ -248,7 +251,7 @@ class Search:
                                         self.config.racing.margin):
                 return replace(ev, quality=estimate)
         if self.steer_images is not None:  # steering: only ``verify`` renders in full
-            return replace(ev, quality=self.archive.estimate(ev))
+            return replace(ev, quality=estimate)
         self._generation.promoted += 1
         return self._stored_or_new(genome, origin, generation, known=ev).evaluation
 
