@@ -4,8 +4,8 @@ that could still reach the frontier.
 A candidate is first scored on ``screen`` images (one image each of a seeded choice of prompts). Its quality on all
 images is estimated from them (paired with the uncached images where paired scoring is on, ``Evaluator.estimate``;
 less the offset those images show on the full evaluations, ``Archive``), with a standard error from the spread of
-what the correction leaves of those paired differences (their residuals; pooled over every first screen so far,
-because two or three images say little about their own spread). It goes on only if it might not be dominated: if the estimate plus ``margin`` standard errors reaches
+those paired differences (pooled over every first screen so far, because two or three images say little about their
+own spread). It goes on only if it might not be dominated: if the estimate plus ``margin`` standard errors reaches
 the quality the frontier already has at its cost. Then the same test on twice the images (the first ones and as many
 more, only the new ones rendered), and so on (``screening_stages``) until every image is scored: most candidates
 near the frontier pass a first screen of two or three images, and most of those that end up dominated are dropped at
@@ -122,9 +122,8 @@ class Archive:
         if not row.full and row.genome_hash not in self._screened:  # a first screen: later stages repeat its images
             self._screened.add(row.genome_hash)
             if len(differences) > 1:
-                residuals = self.residuals(ev.items, differences)
-                self._dof += len(residuals) - 1
-                self._sum_squares += float(np.var(residuals, ddof=1)) * (len(residuals) - 1)
+                self._dof += len(differences) - 1
+                self._sum_squares += float(np.var(differences, ddof=1)) * (len(differences) - 1)
 
     def offset(self, items: Sequence[int]) -> float:
         """How far an estimate on the calibration images ``items`` lies above the mean on every image, on average
@@ -135,16 +134,6 @@ class Archive:
         if key not in self._offsets:
             self._offsets[key] = float(np.mean(self._deviations[list(key)])) / self._full_rows
         return self._offsets[key]
-
-    def residuals(self, items: Sequence[int], differences: np.ndarray) -> np.ndarray:
-        """What the correction leaves of a screen's per-image ``differences`` on the calibration images ``items``:
-        each less that image's deviation, averaged over the full evaluations so far. The corrected estimate is
-        their mean, so their spread, not the differences', is what its standard error comes from: much of an
-        image's paired difference is how hard that image is for every schedule, which the offset removes."""
-        differences = np.asarray(differences, dtype=np.float64)
-        if not items or self._deviations is None:
-            return differences
-        return differences - self._deviations[list(items)] / self._full_rows
 
     def estimate(self, ev: Evaluation) -> float:
         """``ev``'s quality, less the offset of its images: what racing, steering and the surrogate go by."""

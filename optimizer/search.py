@@ -245,8 +245,7 @@ class Search:
             ev = self._stored_or_new(genome, origin, generation, items, known=ev).evaluation
             if stage == 0:
                 self._generation.screened += 1
-            error = standard_error(self.archive.residuals(ev.items, self.evaluator.differences(ev)),
-                                   self.archive.pooled_sd(), len(self.evaluator.items))
+            error = standard_error(self.evaluator.differences(ev), self.archive.pooled_sd(), len(self.evaluator.items))
             estimate = self.archive.estimate(ev)
             if not could_reach_frontier(estimate, error, ev.cost, self.archive.steering().values(),
                                         self.config.racing.margin):

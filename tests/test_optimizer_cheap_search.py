@@ -236,26 +236,6 @@ def test_estimates_are_read_less_the_offset_their_images_show_on_the_full_evalua
     assert archive.best["s"][1] == -1.0 and archive.steering()["s"] == (-1.0, 0.3)
 
 
-def test_the_standard_error_of_a_screen_comes_from_what_the_offset_leaves_of_its_differences():
-    """Images that are hard or easy for every schedule spread a screen's paired differences widely, but the offset
-    removes that share from the estimate; the spread racing's standard error pools is what remains."""
-    archive = Archive(steer_images=2)
-    hardness = np.array([1.0, 1.0, -1.0, -1.0])                     # the same for every schedule
-    archive.add(_row(1, "early", [1.1, -1.1], items=(0, 2)), np.array([1.1, -1.1]))
-    assert archive.pooled_sd() == pytest.approx(np.std([1.1, -1.1], ddof=1))  # nothing measured: as it is
-    for seq, (key, quality) in enumerate((("f1", -0.5), ("f2", -2.0)), start=2):
-        archive.add(_row(seq, key, quality + hardness), quality + hardness)
-    screen = np.array([-0.3 + 1.0 + 0.1, -0.3 - 1.0 - 0.1])           # a schedule at -0.3, on images 0 and 2
-    assert archive.residuals((0, 2), screen) == pytest.approx([-0.2, -0.4])
-    assert np.mean(archive.residuals((0, 2), screen)) == pytest.approx(archive.estimate(
-        Evaluation(float(np.mean(screen)), 0.5, 1.0, 1.0, screen, items=(0, 2), images=2)))
-    assert list(archive.residuals((), screen)) == list(screen)      # on every image: nothing to remove
-    archive.add(_row(4, "late", screen, items=(0, 2)), screen)
-    early, late = np.var([1.1, -1.1], ddof=1), np.var([-0.2, -0.4], ddof=1)
-    assert archive.pooled_sd() == pytest.approx(np.sqrt((early + late) / 2))   # each as known when it came
-    assert np.std(screen, ddof=1) > 10 * np.sqrt(late)          # racing would have been ten times as cautious
-
-
 def test_a_steered_run_estimates_without_the_shared_offset_of_its_steering_images(tmp_path):
     """Over the schedules a steered run verified, its estimates less the offset are right on average: every verified
     estimate's error is its steering images' mean minus its mean on every image, which the offset averages. What the
