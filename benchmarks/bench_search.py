@@ -26,9 +26,9 @@ evaluates only a few candidates per generation, until it has rendered as many im
 ``--cheap-generations``): a run's figures up to any generation are those of an uninterrupted run of that length. A
 cheap run that steers on few images (``--steer-images``) verifies its frontier on every image at its end, and a
 continued run would carry every earlier end's verification, which an uninterrupted run of that length does not have;
-so such a run is started anew for each length (the preset's generations, then ``--extend`` more each time), in its
-own run directory, and each length gives one entry: its frontier and every image it rendered, its one verification
-included.
+so such a run is started anew for each length (the preset's generations, or ``--cheap-lengths``, then ``--extend``
+more each time), in its own run directory, and each length gives one entry: its frontier and every image it
+rendered, its one verification included.
 
 **Held-out re-scoring.** Every frontier is re-scored on ``--holdout-prompts`` prompts that no run calibrates on
 (the last ones of the built-in prompt file; the runs use the first ones), one image each with seeds from
@@ -85,6 +85,12 @@ def images_to_reach(curve: Sequence[tuple[int, float]], level: float) -> Optiona
         if hv >= level - 1e-12 * max(1.0, abs(level)):
             return images
     return None
+
+
+def next_length(current: int, lengths: Sequence[int], extend: int) -> int:
+    """The length a run continues to after ``current`` generations: the next of ``lengths``, then ``extend`` more."""
+    later = [n for n in lengths if n > current]
+    return min(later) if later else current + extend
 
 
 def median_reached(values: Sequence[Optional[int]]) -> Optional[float]:
@@ -342,8 +348,9 @@ class Bench:
         return curve, max(0, len(generations) - 1)
 
     def search_run(self, preset: str, metric: str, method: str, seed: int, held: HeldOut,
-                   stop_at: Optional[float], first: int, cap: int, image_cap: Optional[int] = None) -> Run:
-        """A search of ``first`` generations, continued by ``--extend`` until its held-out hypervolume reaches
+                   stop_at: Optional[float], lengths: Sequence[int], cap: int, image_cap: Optional[int] = None) -> Run:
+        """A search of ``lengths[0]`` generations, continued to its other ``lengths`` and then by ``--extend`` until
+        its held-out hypervolume reaches
         ``stop_at``, it has ``cap`` generations or it has rendered ``image_cap`` images. A stored run that
         stopped short of these (an earlier, lower cap) is continued. A search that steers runs each length anew
         (the module's docstring says why): one run directory and one curve entry per length."""
@@ -353,12 +360,13 @@ class Bench:
         anew = self.steers(preset, metric, method)
         run_dir_of = (lambda generations: base / f"generations-{generations}") if anew else (lambda generations: base)
         run = Run(preset, metric, method, seed)
+        first = min(lengths)
         generations = min(first, cap)
         if key in self.done:
             run = Run.stored(self.done[key])
             if self._finished(run, stop_at, cap, image_cap) or not (run_dir_of(run.generations) / "run.sqlite").is_file():
                 return run
-            generations = min(cap, run.generations + self.args.extend)
+            generations = min(cap, next_length(run.generations, lengths, self.args.extend))
         while True:
             run_dir = run_dir_of(generations)
             run.seconds += self._search(preset, metric, seed, method, generations, run_dir)
@@ -372,7 +380,7 @@ class Bench:
                      + f" [{run.seconds:.0f} s; held-out renders so far {held.rendered}]")
             if self._finished(run, stop_at, cap, image_cap) or run.generations < generations:  # <: space exhausted
                 break
-            generations = min(cap, generations + self.args.extend)
+            generations = min(cap, next_length(generations, lengths, self.args.extend))
         if first <= run.generations and not anew:
             run.preset_generations = first
         self._store(key, run)
@@ -437,16 +445,17 @@ class Bench:
                 self.say(f"{preset} · {metric}: reference (plain NSGA-II, {a.reference_generations} generations, "
                          f"seed {a.reference_seed})")
                 reference = self.search_run(preset, metric, "reference", a.reference_seed, held, None,
-                                            a.reference_generations, a.reference_generations)
+                                            [a.reference_generations], a.reference_generations)
                 target = reference.final
                 runs = [reference]
                 for seed in range(a.first_seed, a.first_seed + a.seeds):
                     if "plain" in a.methods:
                         runs.append(self.search_run(preset, metric, "plain", seed, held, LEVELS[-1] * target,
-                                                    p.generations, a.plain_generations))
+                                                    [p.generations], a.plain_generations))
                     if "cheap" in a.methods:
                         runs.append(self.search_run(preset, metric, "cheap", seed, held, LEVELS[-1] * target,
-                                                    p.generations, a.cheap_generations, image_cap=reference.images))
+                                                    a.cheap_lengths or [p.generations], a.cheap_generations,
+                                                    image_cap=reference.images))
                     if "quick" in a.methods:
                         runs.append(self.quick_run(preset, metric, seed, held))
                 out["metrics"][metric] = {
@@ -610,6 +619,10 @@ def parse(argv):
                    help="the most generations a cheap run does (default: 8 × --reference-generations); it also "
                         "stops once it has rendered as many images as the reference run")
     p.add_argument("--extend", type=int, default=4, help="generations added each time a run continues (default 4)")
+    p.add_argument("--cheap-lengths", default=None, metavar="N,N,…",
+                   help="the cheap search's first lengths, each a run of its own where it steers (default: the "
+                        "preset's generations), then --extend more each time; e.g. 1,2,3,4 measures its first "
+                        "generations on a finer grid")
     p.add_argument("--holdout-prompts", type=int, default=None,
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
     p.add_argument("--calibration-prompts", type=int, default=None, metavar="N",
@@ -660,6 +673,12 @@ def parse(argv):
         args.cheap_generations = 8 * args.reference_generations
     if args.plain_generations is None:
         args.plain_generations = args.reference_generations
+    try:
+        args.cheap_lengths = sorted({int(n) for n in args.cheap_lengths.split(",")}) if args.cheap_lengths else None
+    except ValueError:
+        p.error(f"--cheap-lengths: comma-separated generation counts, not {args.cheap_lengths!r}")
+    if args.cheap_lengths and args.cheap_lengths[0] < 1:
+        p.error("--cheap-lengths: each length is at least 1 generation")
     return args
 
 
@@ -670,6 +689,7 @@ def settings_text(args, seconds: Optional[float] = None) -> str:
          f"--extend {args.extend}", f"--threads {args.threads}"]
         + ([f"--plain-generations {args.plain_generations}"]
            if args.plain_generations != args.reference_generations else [])
+        + ([f"--cheap-lengths {','.join(map(str, args.cheap_lengths))}"] if args.cheap_lengths else [])
         + ([f"--first-seed {args.first_seed}"] if args.first_seed else [])
         + ([f"--holdout-prompts {args.holdout_prompts}"] if args.holdout_prompts else [])
         + ([f"--calibration-prompts {args.calibration_prompts}"] if args.calibration_prompts else [])

@@ -90,6 +90,18 @@ def test_plain_runs_may_go_on_longer_than_the_reference_and_the_settings_say_so(
     assert "--plain-generations" not in bench.settings_text(bench.parse(["--reference-generations", "64"]))
 
 
+def test_cheap_runs_may_start_with_given_lengths_then_go_on_by_extend():
+    """A finer grid where a cheap search reaches a level at once (its first length), the usual steps after it."""
+    assert [bench.next_length(n, [1, 2, 4], 8) for n in (0, 1, 2, 3, 4, 12)] == [1, 2, 4, 4, 12, 20]
+    assert bench.next_length(4, [], 4) == 8
+    args = bench.parse(["--cheap-lengths", "4,1,2,2"])
+    assert args.cheap_lengths == [1, 2, 4] and "--cheap-lengths 1,2,4" in bench.settings_text(args)
+    assert bench.parse([]).cheap_lengths is None and "--cheap-lengths" not in bench.settings_text(bench.parse([]))
+    for wrong in ("1,x", "0,2"):
+        with pytest.raises(SystemExit):
+            bench.parse(["--cheap-lengths", wrong])
+
+
 def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
     def options(*argv):
         return bench.calibration_options(bench.parse(list(argv)))
@@ -143,7 +155,7 @@ def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verifica
     (tmp_path / "preset").mkdir()
     assert not bench.Bench(bench.parse([]), tmp_path / "preset", lambda text: None).steers("toy", "fidelity", "cheap")
     held = bench.HeldOut("toy", ["fidelity"], 2, 1, tmp_path, lambda text: None)
-    run = b.search_run("toy", "fidelity", "cheap", 0, held, None, first=1, cap=2)
+    run = b.search_run("toy", "fidelity", "cheap", 0, held, None, lengths=[1], cap=2)
 
     base = tmp_path / "toy" / "fidelity" / "cheap-0"
     assert sorted(p.name for p in base.iterdir()) == ["generations-1", "generations-2"]
