@@ -621,8 +621,8 @@ def parse(argv):
     p.add_argument("--extend", type=int, default=4, help="generations added each time a run continues (default 4)")
     p.add_argument("--cheap-lengths", default=None, metavar="N,N,…",
                    help="the cheap search's first lengths, each a run of its own where it steers (default: the "
-                        "preset's generations), then --extend more each time; e.g. 1,2,3,4 measures its first "
-                        "generations on a finer grid")
+                        "preset's generations), then --extend more each time; e.g. 0,1,2,3,4 measures its first "
+                        "generations on a finer grid (0: the initial generation only, then its verification)")
     p.add_argument("--holdout-prompts", type=int, default=None,
                    help="held-out prompts, one image each (default 16; tiny-pixart 8)")
     p.add_argument("--calibration-prompts", type=int, default=None, metavar="N",
@@ -677,8 +677,8 @@ def parse(argv):
         args.cheap_lengths = sorted({int(n) for n in args.cheap_lengths.split(",")}) if args.cheap_lengths else None
     except ValueError:
         p.error(f"--cheap-lengths: comma-separated generation counts, not {args.cheap_lengths!r}")
-    if args.cheap_lengths and args.cheap_lengths[0] < 1:
-        p.error("--cheap-lengths: each length is at least 1 generation")
+    if args.cheap_lengths and args.cheap_lengths[0] < 0:
+        p.error("--cheap-lengths: generation counts of 0 (the initial generation only) or more")
     return args
 
 

@@ -97,7 +97,8 @@ def test_cheap_runs_may_start_with_given_lengths_then_go_on_by_extend():
     args = bench.parse(["--cheap-lengths", "4,1,2,2"])
     assert args.cheap_lengths == [1, 2, 4] and "--cheap-lengths 1,2,4" in bench.settings_text(args)
     assert bench.parse([]).cheap_lengths is None and "--cheap-lengths" not in bench.settings_text(bench.parse([]))
-    for wrong in ("1,x", "0,2"):
+    assert bench.parse(["--cheap-lengths", "0,4"]).cheap_lengths == [0, 4]      # 0: the initial generation only
+    for wrong in ("1,x", "-1,2"):
         with pytest.raises(SystemExit):
             bench.parse(["--cheap-lengths", wrong])
 
@@ -155,12 +156,12 @@ def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verifica
     (tmp_path / "preset").mkdir()
     assert not bench.Bench(bench.parse([]), tmp_path / "preset", lambda text: None).steers("toy", "fidelity", "cheap")
     held = bench.HeldOut("toy", ["fidelity"], 2, 1, tmp_path, lambda text: None)
-    run = b.search_run("toy", "fidelity", "cheap", 0, held, None, lengths=[1], cap=2)
+    run = b.search_run("toy", "fidelity", "cheap", 0, held, None, lengths=[0], cap=1)   # 0: initial generation
 
     base = tmp_path / "toy" / "fidelity" / "cheap-0"
-    assert sorted(p.name for p in base.iterdir()) == ["generations-1", "generations-2"]
-    assert run.generations == 2 and len(run.curve) == 2
-    for (images, hv), length in zip(run.curve, (1, 2)):
+    assert sorted(p.name for p in base.iterdir()) == ["generations-0", "generations-1"]
+    assert run.generations == 1 and len(run.curve) == 2
+    for (images, hv), length in zip(run.curve, (0, 1)):
         rows = bench.run_generations(base / f"generations-{length}")
         assert [r["generation"] for r in rows] == list(range(length + 1))      # one run from its start, not resumed
         assert images == rows[-1]["images"]                                   # its images, its verification's included
