@@ -416,3 +416,42 @@ def test_lowvram_lora_patches_reach_the_single_block_rows(flux):
 def test_lowvram_lora_patches_reach_the_rows_of_quantized_single_blocks(quantized):
     spec, _, model, _ = quantized
     _assert_lowvram_lora_reaches_the_rows(spec, model)
+
+
+# ------------------------------------------------------------------ model sizes
+
+def test_a_tiny_model_at_a_released_width_is_refused_and_a_released_size_model_builds():
+    """The parameter guard catches a width the overrides missed; a model of a released size (the benchmarks'
+    FLUX.1-dev shape) opts out of it and builds through the same detection, here on the meta device."""
+    import dataclasses
+
+    from ecad_nodes.families.flux import TinyFlux
+    from ecad_nodes.tiny import DetectionError
+    wide = TinyFlux(hidden=3072, heads=24, depth=4, depth_single=8, context_dim=256, vec_dim=128, mlp_ratio=4.0,
+                    axes_dim=(16, 56, 56))
+    with pytest.raises(DetectionError, match=r"TinyFlux\(hidden=3072.* built [\d,]+ parameters: a width detection fixes"):
+        wide.build(device=torch.device("meta"))
+
+    @dataclasses.dataclass(frozen=True)
+    class ReleasedFlux(TinyFlux):
+        max_parameters = None
+
+    released = ReleasedFlux(**{**dataclasses.asdict(wide), "depth": 19, "depth_single": 38, "context_dim": 4096,
+                               "vec_dim": 768})
+    model = released.build(dtype=torch.bfloat16, device=torch.device("meta"))
+    parameters = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    assert 11.8e9 < parameters < 12.0e9  # FLUX.1-dev's transformer
+    assert {p.dtype for p in model.model.diffusion_model.parameters()} == {torch.bfloat16}
+
+
+def test_random_weights_are_drawn_where_they_live_and_the_same_on_the_cpu_as_a_cpu_generator_draws():
+    import math
+
+    from ecad_nodes.tiny import randomize
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+    randomize(layers, 3)
+    gen = torch.Generator().manual_seed(3)
+    for name, tensor in sorted(layers.named_parameters()):
+        expected = (torch.randn(tensor.shape, generator=gen) / math.sqrt(tensor.shape[1]) if tensor.ndim == 2
+                    else torch.randn(tensor.shape, generator=gen) * 0.02)
+        assert torch.equal(tensor, expected), name
