@@ -12,7 +12,8 @@ VAE, and the preset's sampling settings (20 steps, 256², guidance 5, euler/simp
 every image), scored by fidelity: Image Reward's weights cannot be had either, and scoring is a few ms per image
 next to the transformer's 20 steps. Text encoding (once per prompt) and the real VAE's decode are left out.
 
-Printed: the time to build the model, the calibration's images and wall time, and for scale the paper's full
+Printed: the time to build the model, the calibration's images and wall time, an uncached image sampled alone (as
+calibration samples them), and for scale the paper's full
 search (the preset's population × (generations + 1) × prompts × images per prompt) at the time per image of an
 uncached batch of --search-batch images of one prompt, as the search renders its images.
 """
@@ -85,15 +86,15 @@ def released_shape_preset(shape_name: str, cpu: bool) -> Any:
     return shaped
 
 
-def search_image_seconds(preset: Any, args: argparse.Namespace, loaded: Any) -> float:
-    """Seconds per image of an uncached batch of ``--search-batch`` images of one prompt (after one warm-up)."""
+def uncached_image_seconds(preset: Any, args: argparse.Namespace, loaded: Any, batch: int) -> float:
+    """Seconds per image of an uncached batch of ``batch`` images of one prompt (the best of two, after a warm-up)."""
     import torch
     import comfy.model_management
     import comfy.sample
     from optimizer.loading import with_guidance
 
     positive = with_guidance(preset.tiny.conditioning(1), preset.guidance)
-    latent = loaded.empty_latent(args.search_batch)
+    latent = loaded.empty_latent(batch)
     noise = comfy.sample.prepare_noise(latent, 0)
     steps = args.steps or preset.steps
 
@@ -107,7 +108,7 @@ def search_image_seconds(preset: Any, args: argparse.Namespace, loaded: Any) -> 
         return time.perf_counter() - start
 
     once()
-    return min(once() for _ in range(2)) / args.search_batch
+    return min(once() for _ in range(2)) / batch
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -135,7 +136,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         loaded = build_tiny(preset, spec.width, spec.height)
         built = time.perf_counter() - start
         parameters = sum(p.numel() for p in loaded.model.model.diffusion_model.parameters())
-        per_search_image = search_image_seconds(preset, args, loaded)
+        per_calibration_image = uncached_image_seconds(preset, args, loaded, 1)  # calibration samples one at a time
+        per_search_image = uncached_image_seconds(preset, args, loaded, args.search_batch)
         del loaded
         import comfy.model_management
         comfy.model_management.unload_all_models()
@@ -153,6 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"| quick calibration ({len(spec.prompts)} prompts × {spec.images_per_prompt}, model built again inside) | "
           f"{result.images} | **{result.seconds / 60:.1f} min** ({result.seconds:.0f} s) | "
           f"{result.seconds / result.images:.3f} s |")
+    print(f"| one uncached image, batch of 1 (no recording) | 1 | | {per_calibration_image:.3f} s |")
     print(f"| the paper's full search ({preset.population} × {preset.generations + 1} × {preset.prompts} × "
           f"{preset.images_per_prompt}), uncached batches of {args.search_batch} | {search_images:,} | "
           f"≈ {search_hours:.0f} h | {per_search_image:.3f} s |")
