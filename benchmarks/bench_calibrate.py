@@ -70,15 +70,13 @@ def released_shape_preset(shape_name: str, cpu: bool) -> Any:
     class FluxDevShape(TinyFlux):
         """FLUX.1-dev's shape with random weights, made where it runs, conditioned by T5-length text."""
 
-        max_parameters = None  # released size: not a tiny model
-
         def build(self, seed: int = 0, dtype: Any = dtype, device: Any = device) -> Any:
             return super().build(seed, dtype=dtype, device=device)
 
         def conditioning(self, seed: int, tokens: Optional[int] = None, guidance: float = 3.5) -> list:
             return super().conditioning(seed, tokens or T5_TOKENS, guidance)
 
-    spec = FluxDevShape(**{f.name: getattr(shape, f.name) for f in fields(shape)})
+    spec = FluxDevShape(**{f.name: getattr(shape, f.name) for f in fields(shape)})  # max_parameters too
     real = all_presets()[PRESET]
     shaped = replace(real, name=f"{PRESET}-shape", files=None, tiny=spec, metric="fidelity",
                      description=f"{real.description}; random weights of {shape_name} shape")
@@ -115,6 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse(argv)
     import_comfy(args.comfyui, cpu=args.cpu)
     import torch
+    import comfy.model_management
     from optimizer import calibrate as quick
     from optimizer.loading import build_tiny
     from optimizer.spec import spec_from_args
@@ -139,7 +138,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         per_calibration_image = uncached_image_seconds(preset, args, loaded, 1)  # calibration samples one at a time
         per_search_image = uncached_image_seconds(preset, args, loaded, args.search_batch)
         del loaded
-        import comfy.model_management
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
 

@@ -15,7 +15,7 @@ presets, benchmarks and tests take them from ``ecad_nodes.registry``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -70,8 +70,9 @@ class TinyModel:
     compression = 8
     #: Image size (square) the tests sample at: small, and large enough for the family's position embeddings.
     test_size = 64
-    #: The guard against widths detection fixed at the released size; None for a model of a released size (benchmarks).
-    max_parameters: ClassVar[Optional[int]] = MAX_TINY_PARAMETERS
+    #: The guard against widths detection fixed at the released size; None for a model of a released size
+    #: (benchmarks: ``replace(spec, hidden=3072, …, max_parameters=None)``). Not part of the model's identity.
+    max_parameters: Optional[int] = field(default=MAX_TINY_PARAMETERS, repr=False, compare=False, kw_only=True)
 
     def checkpoint(self) -> dict[str, tuple[int, ...]]:
         """Keys and shapes of the synthetic checkpoint (what ComfyUI's detection reads)."""
