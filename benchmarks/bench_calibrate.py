@@ -12,8 +12,10 @@ VAE, and the preset's sampling settings (20 steps, 256², guidance 5, euler/simp
 every image), scored by fidelity: Image Reward's weights cannot be had either, and scoring is a few ms per image
 next to the transformer's 20 steps. Text encoding (once per prompt) and the real VAE's decode are left out.
 
-Printed: the time to build the model, the calibration's images and wall time, an uncached image sampled alone (as
-calibration samples them), and for scale the paper's full
+Quick calibration runs twice, side by side: sampling one image at a time (``--batch-size 1``, how it sampled before
+images of several prompts shared a batch) and with its default batch, prompts together. Printed: the time to build
+the model, each calibration's images and wall time and the ratio, the largest quality difference between their
+frontiers, an uncached image sampled alone and in calibration's batch, and for scale the paper's full
 search (the preset's population × (generations + 1) × prompts × images per prompt) at the time per image of an
 uncached batch of --search-batch images of one prompt, as the search renders its images.
 """
@@ -109,6 +111,13 @@ def uncached_image_seconds(preset: Any, args: argparse.Namespace, loaded: Any, b
     return min(once() for _ in range(2)) / batch
 
 
+def frontier_difference(a: list, b: list) -> float:
+    """The largest quality difference between two calibrations' points of the same schedule (same mask)."""
+    qualities = {p.mask.bits.tobytes(): p.quality for p in a}
+    shared = [abs(qualities[p.mask.bits.tobytes()] - p.quality) for p in b if p.mask.bits.tobytes() in qualities]
+    return max(shared) if shared else float("nan")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse(argv)
     import_comfy(args.comfyui, cpu=args.cpu)
@@ -135,13 +144,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         loaded = build_tiny(preset, spec.width, spec.height)
         built = time.perf_counter() - start
         parameters = sum(p.numel() for p in loaded.model.model.diffusion_model.parameters())
-        per_calibration_image = uncached_image_seconds(preset, args, loaded, 1)  # calibration samples one at a time
+        per_single_image = uncached_image_seconds(preset, args, loaded, 1)
+        per_batched_image = uncached_image_seconds(preset, args, loaded, spec.batch_size)
         per_search_image = uncached_image_seconds(preset, args, loaded, args.search_batch)
         del loaded
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
 
-        result = quick.calibrate(spec, ns.budgets)
+        results = {}
+        for batch in (1, spec.batch_size):  # one image at a time first: both run after the warm-up above
+            results[batch] = quick.calibrate(replace(spec, batch_size=batch, run_dir=Path(work, f"run-{batch}"),
+                                                     out=Path(work, f"calibrated-{batch}.json")), ns.budgets)
 
     images = len(spec.prompts) * spec.images_per_prompt
     search_images = preset.population * (preset.generations + 1) * preset.prompts * preset.images_per_prompt
@@ -150,14 +163,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("|---|---:|---:|---:|")
     print(f"| build {parameters / 1e9:.1f} B random parameters ({spec.steps} steps, {spec.width}×{spec.height}) | | "
           f"{built:.1f} s | |")
-    print(f"| quick calibration ({len(spec.prompts)} prompts × {spec.images_per_prompt}, model built again inside) | "
-          f"{result.images} | **{result.seconds / 60:.1f} min** ({result.seconds:.0f} s) | "
-          f"{result.seconds / result.images:.3f} s |")
-    print(f"| one uncached image, batch of 1 (no recording) | 1 | | {per_calibration_image:.3f} s |")
+    for batch, result in results.items():
+        how = "one image at a time" if batch == 1 else f"batches of {batch}, prompts together"
+        print(f"| quick calibration ({len(spec.prompts)} prompts × {spec.images_per_prompt}, {how}; model built "
+              f"again inside) | {result.images} | **{result.seconds / 60:.1f} min** ({result.seconds:.0f} s) | "
+              f"{result.seconds / result.images:.3f} s |")
+    for batch, per_image in ((1, per_single_image), (spec.batch_size, per_batched_image)):
+        print(f"| uncached images in a batch of {batch} (no recording) | {batch} | | {per_image:.3f} s |")
     print(f"| the paper's full search ({preset.population} × {preset.generations + 1} × {preset.prompts} × "
           f"{preset.images_per_prompt}), uncached batches of {args.search_batch} | {search_images:,} | "
           f"≈ {search_hours:.0f} h | {per_search_image:.3f} s |")
-    print(f"\nquick calibration: {result.images / images:.0f} images per calibration image, "
+    single, result = results[1], results[spec.batch_size]
+    print(f"\nprompts together: {single.seconds / result.seconds:.2f}x faster than one image at a time "
+          f"({single.images} and {result.images} images); frontier qualities differ by at most "
+          f"{frontier_difference(single.points, result.points):.3g} ({spec.metric})")
+    print(f"quick calibration: {result.images / images:.0f} images per calibration image, "
           f"{result.images / search_images:.4%} of the full search's images, "
           f"{result.seconds / 3600 / search_hours:.4%} of its time at the per-image time above")
     return 0

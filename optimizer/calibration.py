@@ -49,13 +49,8 @@ def prompt_seed(prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") >> 1
 
 
-def by_prompt(items: Sequence[CalibrationItem], batch_size: int) -> list[list[CalibrationItem]]:
-    """Items grouped into batches that share one prompt (one conditioning), at most ``batch_size`` each."""
-    batches: list[list[CalibrationItem]] = []
-    for item in items:
-        last = batches[-1] if batches else None
-        if last and last[0].prompt_index == item.prompt_index and last[0].prompt == item.prompt and len(last) < batch_size:
-            last.append(item)
-        else:
-            batches.append([item])
-    return batches
+def sampling_batches(items: Sequence[CalibrationItem], batch_size: int) -> list[list[CalibrationItem]]:
+    """The items in their order, ``batch_size`` at a time, images of different prompts together (each batch row has
+    its own prompt's conditioning). A batch depends only on the items asked for, never on what ran before: every
+    candidate rendered on the same items sees the same batches."""
+    return [list(items[start:start + batch_size]) for start in range(0, len(items), max(1, batch_size))]

@@ -2,15 +2,17 @@
 (what KSampler runs), the VAE's decode.
 
 Prompts are encoded once and kept. An image's noise comes from its own seed
-(``comfy.sample.prepare_noise``), and the images of one prompt are sampled together in batches of
-fixed composition, so every candidate sees exactly the same inputs and a candidate's images do not
-depend on which other candidates ran before it.
+(``comfy.sample.prepare_noise``), and images are sampled together in batches of fixed composition
+(``calibration.sampling_batches``), so every candidate sees exactly the same inputs and a candidate's images
+do not depend on which other candidates ran before it. A batch may hold several prompts: their conditionings
+are stacked row by row (``stack_conditioning``), which ComfyUI samples as each row's own prompt; prompts whose
+conditionings do not stack (other shapes, e.g. text of another length) are sampled in batches of their own.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -21,7 +23,7 @@ from ecad_nodes.runtime import RunReport
 from ecad_nodes.schedule import Mask
 
 from .backend import ImageCost, Rendered, average_tables
-from .calibration import CalibrationItem, by_prompt
+from .calibration import CalibrationItem, sampling_batches
 from .loading import LoadedModel
 
 NOISE_CACHE_BYTES = 256 << 20
@@ -77,23 +79,40 @@ class ComfyBackend:
         patched = apply_ecad(self.loaded.model, ScheduleChoice.of_mask("full" if full else "candidate", mask))
         settings = patched.model_options["transformer_options"][SETTINGS_KEY]
         s = self.sampling
-        images, model_seconds, decode_seconds = [], 0.0, 0.0
+        images: list = [None] * len(items)
+        model_seconds = decode_seconds = 0.0
         with torch.inference_mode():  # as ComfyUI runs every node: encoding, sampling and decoding
             negative = self._encoded("")
-            for batch in by_prompt(items, self.batch_size):
-                positive = self._encoded(batch[0].prompt)
-                latent = self.loaded.empty_latent(len(batch))
-                noise = torch.cat([self._noise_of(latent, item.seed) for item in batch])
-                start = time.perf_counter()
-                samples = comfy.sample.sample(patched, noise, s.steps, s.cfg, s.sampler, s.scheduler, positive, negative,
-                                              latent, seed=batch[0].seed, disable_pbar=True)
-                decoded_at = time.perf_counter()
-                images.extend(self.loaded.decode(samples))
-                model_seconds += decoded_at - start
-                decode_seconds += time.perf_counter() - decoded_at
-                if full:
-                    self._full_reports.append(settings.last_report)
+            start = 0
+            for chunk in sampling_batches(items, self.batch_size):
+                for rows, positive in self._stacked(chunk):
+                    batch = [chunk[r] for r in rows]
+                    latent = self.loaded.empty_latent(len(batch))
+                    noise = torch.cat([self._noise_of(latent, item.seed) for item in batch])
+                    began = time.perf_counter()
+                    samples = comfy.sample.sample(patched, noise, s.steps, s.cfg, s.sampler, s.scheduler, positive,
+                                                  negative, latent, seed=batch[0].seed, disable_pbar=True)
+                    decoded_at = time.perf_counter()
+                    for r, image in zip(rows, self.loaded.decode(samples)):
+                        images[start + r] = image
+                    model_seconds += decoded_at - began
+                    decode_seconds += time.perf_counter() - decoded_at
+                    if full:
+                        self._full_reports.append(settings.last_report)
+                start += len(chunk)
         return Rendered(images, model_seconds, decode_seconds)
+
+    def _stacked(self, chunk: Sequence[CalibrationItem]) -> list[tuple[list[int], list]]:
+        """(rows of ``chunk``, their stacked conditioning) to sample together: the whole chunk where the
+        conditionings stack, else each prompt's rows on their own."""
+        conds = [self._encoded(item.prompt) for item in chunk]
+        whole = stack_conditioning(conds)
+        if whole is not None:
+            return [(list(range(len(chunk))), whole)]
+        groups: dict[str, list[int]] = {}
+        for r, item in enumerate(chunk):
+            groups.setdefault(item.prompt, []).append(r)
+        return [(rows, conds[rows[0]]) for rows in groups.values()]
 
     def image_cost(self, attention_matmuls: bool) -> ImageCost:
         if not self._full_reports:
@@ -117,6 +136,52 @@ class ComfyBackend:
         self._noise.clear()
         self._full_reports.clear()
         self.loaded = None
+
+
+def stack_conditioning(conds: Sequence[list]) -> Optional[list]:
+    """One CONDITIONING whose batch row i is ``conds[i]``'s, or None where they do not stack.
+
+    ComfyUI repeats a conditioning of batch 1 to the latent's batch and uses one of the latent's batch row by row
+    (``comfy.utils.repeat_to_batch_size``), so stacked rows sample as each prompt alone would. They stack when each
+    is one entry of batch 1 with the same tensor shapes and the same other values; area and mask conditionings (more
+    than one entry) and text of other lengths do not. Options the same in every row (e.g. OmniGen2's attention
+    mask, which its model reads as one prompt's) are passed as they are; only options that differ are stacked."""
+    first = conds[0]
+    if all(c is first for c in conds):
+        return first
+    if any(len(c) != 1 for c in conds):
+        return None
+    tensors, options = [c[0][0] for c in conds], [c[0][1] for c in conds]
+    if not _same_rows(tensors) or any(o.keys() != options[0].keys() for o in options):
+        return None
+    stacked: dict[str, Any] = {}
+    for key in options[0]:
+        values = [o[key] for o in options]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            if all(v.shape == values[0].shape and torch.equal(v, values[0]) for v in values):
+                stacked[key] = values[0]          # the same in every row: passed as for one prompt's batch
+            elif _same_rows(values):
+                stacked[key] = torch.cat(values)
+            else:
+                return None
+        elif all(not isinstance(v, torch.Tensor) and _equal(v, values[0]) for v in values):
+            stacked[key] = values[0]
+        else:
+            return None
+    return [[torch.cat(tensors), stacked]]
+
+
+def _same_rows(tensors: Sequence[Any]) -> bool:
+    """Tensors of one row each and one shape."""
+    return all(isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == 1 and t.shape == tensors[0].shape
+               for t in tensors)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # values without a plain truth value (arrays, objects): not known equal
+        return False
 
 
 class ComfyModels:

@@ -96,7 +96,8 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--images-per-prompt", type=int, metavar="N",
                    help="images per prompt, each with its own seed, the same for every candidate (default: the preset's)")
     g.add_argument("--batch-size", type=int, metavar="N",
-                   help="images sampled together (one prompt's seeds; default: images per prompt, at most 16)")
+                   help="images sampled together, of one prompt or several (default: images per prompt or the preset's, "
+                        "whichever is more, at most 16)")
     g.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="hold N prompts out of the search and, at the end, score the frontier and the FORA baselines "
                         "on them with unseen seeds (from 1000000); 0 = off (default)")
@@ -347,7 +348,7 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         scheduler=option("scheduler") or preset.scheduler,
         cfg=preset.cfg if option("cfg") is None else option("cfg"),
         guidance=preset.guidance if option("guidance") is None else option("guidance"),
-        images_per_prompt=images_per_prompt, batch_size=at_least("batch_size", min(images_per_prompt, 16)),
+        images_per_prompt=images_per_prompt, batch_size=at_least("batch_size", min(max(images_per_prompt, preset.images_per_prompt), 16)),
         population=at_least("population", preset.population, 4), generations=at_least("generations", preset.generations, 0),
         seed=seed, mutation_prob=within("mutation_prob", 0.0, 1.0, 0.05), mutation_bits=mutation_bits,
         step_move_prob=within("step_move_prob", 0.0, 1.0, 0.25),

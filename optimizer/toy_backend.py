@@ -19,7 +19,7 @@ from ecad_nodes.runtime import RunReport
 from ecad_nodes.schedule import Mask
 
 from .backend import ImageCost, Rendered, average_tables
-from .calibration import CalibrationItem, by_prompt, prompt_seed
+from .calibration import CalibrationItem, prompt_seed, sampling_batches
 from .toy_dit import ToyConfig, ToyDiT, sample
 
 TOY_MODEL_SEED = 0
@@ -64,9 +64,9 @@ class ToyBackend:
         mask = Mask.full(self.layout, self.steps) if full else mask
         images, model_seconds, decode_seconds = [], 0.0, 0.0
         with torch.inference_mode():
-            for batch in by_prompt(items, self.batch_size):
+            for batch in sampling_batches(items, self.batch_size):
                 noise = torch.cat([self._noise(item.seed) for item in batch])
-                cond = self._text(batch[0].prompt).expand(len(batch), -1, -1)
+                cond = torch.cat([self._text(item.prompt) for item in batch])
                 start = time.perf_counter()
                 latents, runtime = sample(self.model, noise, cond, torch.zeros_like(cond), cfg=self.cfg,
                                           steps=self.steps, mask=mask, sampler=self.sampler)

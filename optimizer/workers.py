@@ -4,7 +4,7 @@ machine (``--workers N``) or on a cluster (``--ray-address``).
 The driver (this process) keeps everything that decides: the pymoo ask/tell loop, racing and surrogate decisions, the
 image budget, the database and the checkpoints. The workers (``optimizer/model_worker.py``) compute pure functions of
 (mask, calibration items, uncached images of those items). An evaluation goes out in the batches a run in one process
-samples (one prompt's images together, ``calibration.by_prompt``), each batch to whichever worker is free
+samples (``calibration.sampling_batches``), each batch to whichever worker is free
 (``optimizer/ray_pool.py``), and its scores are merged in the evaluation's order: the same numbers, and so the same
 frontier, whatever the number of workers and the order they finish in (bit for bit on CPUs, and with metrics that
 score each image alone). The uncached references of a set of items are rendered on one worker, as one process renders
@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from .backend import ImageCost, Rendered
-from .calibration import CalibrationItem, by_prompt
+from .calibration import CalibrationItem, sampling_batches
 from .comfy_env import PACK_ROOT
 from .evaluate import Evaluator, References, Timings
 from .model_worker import ModelWorker, WorkerInfo, WorkerSetupError, code_digest, to_arrays, to_images
@@ -71,7 +71,7 @@ class PooledEvaluator(Evaluator):
     def _render_and_score(self, mask, indices: Sequence[int]) -> tuple[np.ndarray, Timings]:
         self._pay(len(indices))
         batches, start = [], 0
-        for batch in by_prompt([self.items[i] for i in indices], self.backend.batch_size):
+        for batch in sampling_batches([self.items[i] for i in indices], self.backend.batch_size):
             batches.append(list(indices[start:start + len(batch)]))
             start += len(batch)
         references = None

@@ -139,6 +139,50 @@ def test_empty_latents_follow_the_vae_compression(upscale):
     assert latent.shape == (2, 16, 128 // upscale, 256 // upscale) and not latent.any()
 
 
+def _tiny_preset_models() -> list[str]:
+    from ecad_nodes.registry import tiny_presets
+    return sorted(p.name.removeprefix("tiny-") for p in tiny_presets())
+
+
+def _mean_abs_difference(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+@pytest.mark.parametrize("model", _tiny_preset_models())   # a tiny model's name: deselected where ComfyUI lacks it
+def test_prompts_sampled_in_one_batch_give_each_prompt_its_own_images(model, tmp_path):
+    """The optimizer samples images of several prompts in one batch (their conditionings stacked row by row): with a
+    caching schedule, each row must be what its prompt sampled alone gives, on every family's model."""
+    from dataclasses import replace
+
+    from ecad_nodes.heuristics import fora_bits
+    from ecad_nodes.schedule import Mask
+    from optimizer.calibration import calibration_items
+    from optimizer.comfy_backend import COMFY_MODELS, stack_conditioning
+    from optimizer.run import build_parser
+    from optimizer.spec import spec_from_args
+
+    args = build_parser().parse_args(["--model", f"tiny-{model}", "--steps", "4", "--cpu", "--no-progress",
+                                      "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")])
+    spec = spec_from_args(args)
+    problems, resolved = COMFY_MODELS.check(spec)
+    assert not problems
+    backend = COMFY_MODELS.open(replace(spec, **resolved))
+    try:
+        items = calibration_items(["a red fox in fresh snow", "a blue boat on a calm lake at dawn"], 1)
+        assert stack_conditioning([backend.loaded.encode(item.prompt) for item in items]) is not None
+        mask = Mask(backend.layout, fora_bits(backend.layout, backend.steps, 2))
+        backend.batch_size = 2
+        together = backend.render(mask, items).images
+        backend.batch_size = 1
+        alone = backend.render(mask, items).images
+    finally:
+        backend.close()
+    apart = _mean_abs_difference(alone[0], alone[1])
+    assert apart > 2.0, f"the two prompts' images differ by only {apart:.2f} levels: a mix-up would not show"
+    for row, (t, a) in enumerate(zip(together, alone)):
+        assert _mean_abs_difference(t, a) < 0.5, f"row {row} of the batch is not its prompt's own image"
+
+
 def test_cheap_search_on_tiny_flux_warm_started_from_another_step_count_within_a_budget(tmp_path):
     """Racing, the surrogate, a warm start mapped from 6 to 10 steps and a quality the uncached image does not
     maximise (random_critic), within --budget-images, on ComfyUI's FLUX: the file counts every image."""

@@ -7,7 +7,8 @@ import torch
 
 from ecad_nodes.heuristics import fora_bits
 from ecad_nodes.schedule import BlockGroup, Layout, Mask
-from optimizer.calibration import by_prompt, calibration_items, items_hash
+from optimizer.calibration import calibration_items, items_hash, sampling_batches
+from optimizer.comfy_backend import stack_conditioning
 from optimizer.database import RunDatabase
 from optimizer.evaluate import Evaluator
 from optimizer.genome import GenomeCodec, genome_hash
@@ -105,11 +106,34 @@ def test_every_fora_and_its_one_step_moves_come_first_whatever_the_population():
     assert not any("moved to" in o for o in origins[25:])  # the population's own 4 are other heuristics
 
 
-def test_calibration_items_and_batches_keep_one_prompt_per_batch():
+def test_calibration_items_and_their_sampling_batches():
     items = calibration_items(["a", "b"], 3)
     assert [(i.prompt, i.seed) for i in items] == [("a", 0), ("a", 1), ("a", 2), ("b", 3), ("b", 4), ("b", 5)]
-    assert [[i.seed for i in b] for b in by_prompt(items, 2)] == [[0, 1], [2], [3, 4], [5]]
+    assert [[i.seed for i in b] for b in sampling_batches(items, 4)] == [[0, 1, 2, 3], [4, 5]]
+    assert [[i.seed for i in b] for b in sampling_batches(items[1:], 4)] == [[1, 2, 3, 4], [5]]
     assert items_hash(items) != items_hash(calibration_items(["a", "b"], 3, first_seed=1000))
+
+
+def test_conditionings_of_several_prompts_stack_row_by_row_only_where_each_row_stays_its_own():
+    def cond(seed: int, tokens: int = 4, **options) -> list:
+        g = torch.Generator().manual_seed(seed)
+        return [[torch.randn(1, tokens, 8, generator=g), {"pooled_output": torch.randn(1, 8, generator=g), **options}]]
+
+    a, b = cond(1, guidance=3.5), cond(2, guidance=3.5)
+    assert stack_conditioning([a, a]) is a                      # one prompt: its conditioning, repeated by ComfyUI
+    (tensor, options), = stack_conditioning([a, b, a])
+    assert torch.equal(tensor, torch.cat([a[0][0], b[0][0], a[0][0]])) and options["guidance"] == 3.5
+    assert torch.equal(options["pooled_output"], torch.cat([a[0][1]["pooled_output"], b[0][1]["pooled_output"],
+                                                            a[0][1]["pooled_output"]]))
+    mask = torch.ones(1, 4, dtype=torch.int64)
+    (_, masked), = stack_conditioning([cond(1, attention_mask=mask), cond(2, attention_mask=mask.clone())])
+    assert masked["attention_mask"] is mask and masked["pooled_output"].shape == (2, 8)   # the same in every row: kept
+    assert stack_conditioning([a, cond(2, tokens=5, guidance=3.5)]) is None   # text of another length
+    assert stack_conditioning([a, cond(2, guidance=2.0)]) is None             # another guidance
+    assert stack_conditioning([a, cond(2)]) is None                           # other options
+    assert stack_conditioning([a, a + b]) is None                             # two entries (areas, masks)
+    two_rows = [[torch.cat([a[0][0], b[0][0]]), a[0][1]]]
+    assert stack_conditioning([two_rows, b]) is None                          # already a batch of its own
 
 
 # ---------------------------------------------------------------- frontier helpers
