@@ -3,6 +3,7 @@ frontiers per generation, ratios (fast; no model is run)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -117,20 +118,20 @@ def test_calibration_options_give_the_searches_prompts_and_seeds_per_prompt():
             bench.parse(wrong)
 
 
-def test_steps_reach_every_run_and_the_held_out_renders_and_population_the_searches(tmp_path):
+def test_steps_and_batch_size_reach_every_run_and_the_held_out_renders_and_population_the_searches(tmp_path):
     """A harder search than the preset's (more steps: a longer genome): every search runs with both, the held-out set
-    renders with the same steps, so each frontier's schedules fit it."""
+    renders with the same steps, so each frontier's schedules fit it; the batch size reaches every render."""
     from optimizer.run import build_parser
     from optimizer.spec import spec_from_args
-    args = bench.parse(["--steps", "16", "--population", "16", "--cheap-options", "--race-margin 1"])
-    assert bench.model_options(args) == ["--steps", "16"] and bench.model_options(bench.parse([])) == []
-    assert "--steps 16 --population 16" in bench.settings_text(args)
+    args = bench.parse(["--steps", "16", "--population", "16", "--batch-size", "8", "--cheap-options", "--race-margin 1"])
+    assert bench.model_options(args) == ["--steps", "16", "--batch-size", "8"] and bench.model_options(bench.parse([])) == []
+    assert "--steps 16 --batch-size 8 --population 16" in bench.settings_text(args)
     held = bench.HeldOut("toy", ["fidelity"], 2, 1, tmp_path, lambda text: None, bench.model_options(args))
-    assert held.steps == 16 and held.codec.steps == 16
+    assert held.steps == 16 and held.codec.steps == 16 and held.backend.batch_size == 8
     for method in ("reference", "plain", "cheap"):
         spec = spec_from_args(build_parser().parse_args(["--model", "toy", "--run-dir", str(tmp_path / method),
                                                          *bench.search_options(args, method)]))
-        assert (spec.steps, spec.population, spec.racing) == (16, 16, method == "cheap")
+        assert (spec.steps, spec.population, spec.racing, spec.batch_size) == (16, 16, method == "cheap", 8)
     assert spec.race_margin == 1
 
 
@@ -143,6 +144,8 @@ def test_a_work_directory_of_other_steps_is_refused_naming_its_options_file(tmp_
     message = str(refused.value)
     assert str(tmp_path / "options.json") in message
     assert "--steps: the runs there have 16, now the default" in message and "--population" in message
+    with pytest.raises(SystemExit, match="--batch-size: the runs there have the default, now 16"):
+        bench.check_work_dir(tmp_path, bench.parse(["--steps", "16", "--batch-size", "16"]))
 
 
 def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verification(tmp_path):
@@ -170,3 +173,21 @@ def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verifica
         assert len(front) < len(full)                 # verified points that fell below the frontier are left out
         assert hv == pytest.approx(held.hypervolume([g for h, g, *_ in full if h in front], "fidelity"))
     assert "--resume" not in (tmp_path / "runs.log").read_text()
+
+
+def test_jobs_run_each_seed_in_a_process_of_its_own_with_the_numbers_of_one_process(tmp_path):
+    """--jobs: the reference in the parent, each (method, seed) in a benchmark process of its own sharing the work
+    directory; the stored runs are those one process stores (the toy is deterministic)."""
+    small = ["--presets", "toy", "--metrics", "fidelity", "--seeds", "1", "--first-seed", "1", "--methods",
+             "plain,cheap", "--reference-generations", "1", "--cheap-generations", "1", "--holdout-prompts", "2"]
+    curves = {}
+    for jobs in (1, 2):
+        work = tmp_path / f"jobs-{jobs}"
+        assert bench.main([*small, "--jobs", str(jobs), "--work-dir", str(work), "--json", str(work / "out.json")]) == 0
+        runs = json.loads((work / "out.json").read_text())["results"][0]["metrics"]["fidelity"]["runs"]
+        curves[jobs] = {(r["method"], r["seed"]): r["curve"] for r in runs}
+    assert set(curves[2]) == {("reference", 1000), ("plain", 1), ("cheap", 1)}
+    assert curves[2] == curves[1] and all(curves[2].values())
+    work = tmp_path / "jobs-2"
+    assert sorted(p.name for p in work.glob("job-*.log")) == ["job-toy-cheap-1.log", "job-toy-plain-1.log"]
+    assert (work / "runs.log").read_text().count("--seed 1000") == 1      # the reference ran once, in the parent
