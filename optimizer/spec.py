@@ -97,7 +97,8 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
                    help="images per prompt, each with its own seed, the same for every candidate (default: the preset's)")
     g.add_argument("--batch-size", type=int, metavar="N",
                    help="images sampled together, of one prompt or several (default: images per prompt or the preset's, "
-                        "whichever is more, at most 16)")
+                        "whichever is more, at most 16; lower it when the GPU runs out of memory, and on a CPU, where "
+                        "larger models gain nothing from batches)")
     g.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="hold N prompts out of the search and, at the end, score the frontier and the FORA baselines "
                         "on them with unseen seeds (from 1000000); 0 = off (default)")
