@@ -5,6 +5,7 @@ search and quick calibration, with every frontier re-scored on held-out prompts 
     python benchmarks/bench_search.py --quick                       # a smoke test: toy, 2 seeds, short runs (minutes)
     python benchmarks/bench_search.py --presets tiny-flux --seeds 5 --metrics fidelity,random_critic
     python benchmarks/bench_search.py --presets tiny-pixart --json a.json   # then: --report a.json b.json
+    python benchmarks/bench_search.py --presets tiny-flux --jobs 8 --batch-size 64 --work-dir W   # a GPU machine
 
 Methods, each run through the optimizer's own entry points in this process (``optimizer.run``'s parser,
 ``spec_from_args`` and ``pipeline.run``; ``optimizer.calibrate.calibrate``), in run directories under
@@ -716,9 +717,9 @@ def parse(argv):
 def command_options(args) -> list[str]:
     """The options that make these runs, as a command line (``--quick`` spelled out)."""
     def given(flag: str, value: Any, shown: Optional[str] = None) -> list[str]:
+        """``flag`` and ``shown`` (else ``value``) where ``value`` is set."""
         return [flag, shown if shown is not None else str(value)] if value else []
-    return ([*given("--presets", 1, ",".join(args.presets)), *given("--metrics", 1, ",".join(args.metrics)),
-             "--seeds", str(args.seeds), "--reference-generations", str(args.reference_generations),
+    return (["--presets", ",".join(args.presets), "--metrics", ",".join(args.metrics), "--seeds", str(args.seeds), "--reference-generations", str(args.reference_generations),
              "--cheap-generations", str(args.cheap_generations), "--extend", str(args.extend),
              "--threads", str(args.threads)]
             + given("--plain-generations", args.plain_generations != args.reference_generations,
