@@ -144,17 +144,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         loaded = build_tiny(preset, spec.width, spec.height)
         built = time.perf_counter() - start
         parameters = sum(p.numel() for p in loaded.model.model.diffusion_model.parameters())
-        per_single_image = uncached_image_seconds(preset, args, loaded, 1)
-        per_batched_image = uncached_image_seconds(preset, args, loaded, spec.batch_size)
+        batches = sorted({1, spec.batch_size})   # one image at a time, and calibration's batch where it differs
+        per_image = {batch: uncached_image_seconds(preset, args, loaded, batch) for batch in batches}
         per_search_image = uncached_image_seconds(preset, args, loaded, args.search_batch)
         del loaded
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
 
-        results = {}
-        for batch in (1, spec.batch_size):  # one image at a time first: both run after the warm-up above
-            results[batch] = quick.calibrate(replace(spec, batch_size=batch, run_dir=Path(work, f"run-{batch}"),
-                                                     out=Path(work, f"calibrated-{batch}.json")), ns.budgets)
+        results = {batch: quick.calibrate(replace(spec, batch_size=batch, run_dir=Path(work, f"run-{batch}"),
+                                                  out=Path(work, f"calibrated-{batch}.json")), ns.budgets)
+                   for batch in batches}  # one image at a time first: all run after the warm-up above
 
     images = len(spec.prompts) * spec.images_per_prompt
     search_images = preset.population * (preset.generations + 1) * preset.prompts * preset.images_per_prompt
@@ -164,19 +163,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"| build {parameters / 1e9:.1f} B random parameters ({spec.steps} steps, {spec.width}×{spec.height}) | | "
           f"{built:.1f} s | |")
     for batch, result in results.items():
-        how = "one image at a time" if batch == 1 else f"batches of {batch}, prompts together"
+        how = "one image at a time" if batch == 1 else f"batches of up to {batch}, prompts together"
         print(f"| quick calibration ({len(spec.prompts)} prompts × {spec.images_per_prompt}, {how}; model built "
               f"again inside) | {result.images} | **{result.seconds / 60:.1f} min** ({result.seconds:.0f} s) | "
               f"{result.seconds / result.images:.3f} s |")
-    for batch, per_image in ((1, per_single_image), (spec.batch_size, per_batched_image)):
-        print(f"| uncached images in a batch of {batch} (no recording) | {batch} | | {per_image:.3f} s |")
+    for batch, seconds in per_image.items():
+        print(f"| uncached images in a batch of {batch} (no recording) | {batch} | | {seconds:.3f} s |")
     print(f"| the paper's full search ({preset.population} × {preset.generations + 1} × {preset.prompts} × "
           f"{preset.images_per_prompt}), uncached batches of {args.search_batch} | {search_images:,} | "
           f"≈ {search_hours:.0f} h | {per_search_image:.3f} s |")
     single, result = results[1], results[spec.batch_size]
-    print(f"\nprompts together: {single.seconds / result.seconds:.2f}x faster than one image at a time "
-          f"({single.images} and {result.images} images); frontier qualities differ by at most "
-          f"{frontier_difference(single.points, result.points):.3g} ({spec.metric})")
+    print()
+    if result is not single:
+        print(f"prompts together: {single.seconds / result.seconds:.2f}x faster than one image at a time "
+              f"({single.images} and {result.images} images); frontier qualities differ by at most "
+              f"{frontier_difference(single.points, result.points):.3g} ({spec.metric})")
     print(f"quick calibration: {result.images / images:.0f} images per calibration image, "
           f"{result.images / search_images:.4%} of the full search's images, "
           f"{result.seconds / 3600 / search_hours:.4%} of its time at the per-image time above")

@@ -719,7 +719,8 @@ def command_options(args) -> list[str]:
     def given(flag: str, value: Any, shown: Optional[str] = None) -> list[str]:
         """``flag`` and ``shown`` (else ``value``) where ``value`` is set."""
         return [flag, shown if shown is not None else str(value)] if value else []
-    return (["--presets", ",".join(args.presets), "--metrics", ",".join(args.metrics), "--seeds", str(args.seeds), "--reference-generations", str(args.reference_generations),
+    return (["--presets", ",".join(args.presets), "--metrics", ",".join(args.metrics), "--seeds", str(args.seeds),
+             "--reference-generations", str(args.reference_generations),
              "--cheap-generations", str(args.cheap_generations), "--extend", str(args.extend),
              "--threads", str(args.threads)]
             + given("--plain-generations", args.plain_generations != args.reference_generations,
