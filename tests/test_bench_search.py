@@ -177,7 +177,8 @@ def test_a_steered_search_runs_each_length_anew_so_each_entry_holds_one_verifica
 
 def test_jobs_run_each_seed_in_a_process_of_its_own_with_the_numbers_of_one_process(tmp_path):
     """--jobs: the reference in the parent, each (method, seed) in a benchmark process of its own sharing the work
-    directory; the stored runs are those one process stores (the toy is deterministic)."""
+    directory; the stored runs are those one process stores (the toy is deterministic), and the report's time is
+    the runs' own, not the parent's last pass over stored runs."""
     small = ["--presets", "toy", "--metrics", "fidelity", "--seeds", "1", "--first-seed", "1", "--methods",
              "plain,cheap", "--reference-generations", "1", "--cheap-generations", "1", "--holdout-prompts", "2"]
     curves = {}
@@ -191,3 +192,10 @@ def test_jobs_run_each_seed_in_a_process_of_its_own_with_the_numbers_of_one_proc
     work = tmp_path / "jobs-2"
     assert sorted(p.name for p in work.glob("job-*.log")) == ["job-toy-cheap-1.log", "job-toy-plain-1.log"]
     assert (work / "runs.log").read_text().count("--seed 1000") == 1      # the reference ran once, in the parent
+    results = json.loads((work / "out.json").read_text())["results"]
+    runs = results[0]["metrics"]["fidelity"]["runs"]
+    assert all(r["seconds"] > 0 for r in runs)                            # each job stored its own time
+    for minutes, r in enumerate(runs, start=1):
+        r["seconds"] = 60.0 * minutes
+    assert "the runs' own time (held-out scoring not counted; summed over runs that ran side by side): fidelity 6.0 min" \
+        in bench.report(results, "settings").replace("\n", " ")
