@@ -71,6 +71,7 @@ HOSTILE = [
                                    "schedule": {"0": {"9999": {"attn1": True}}}}}).encode(),
     json.dumps({"cache_schedule": {"schedule": {"²": {"0": {}}, "٣": {}}}}).encode(),
     b'{"format": "ecad-schedule", "version": 1, "steps": NaN, "steps": 1e999}',
+    b'{"points": "' + b'\\"' * 1_000_000,   # unterminated string of escaped quotes (quadratic before 2026-12-04)
 ]
 
 

@@ -57,7 +57,9 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 _STEP_KEY = re.compile(r"[0-9]{1,5}")
 _BLOCK_KEY = re.compile(r"(single_)?([0-9]{1,4})")
 _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # controls, lone surrogates, line and paragraph separators
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A string, or an unterminated one to the end of the text: every match attempt succeeds, so ``sub`` never rescans
+# (a pattern that fails on an unterminated string rescans from each escaped quote: quadratic time).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _BRACKETS = b"[]{}"
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
 # Field names a duplicate-key message may name (anything else in a file is not repeated back).

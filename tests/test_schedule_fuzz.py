@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from ecad_nodes import library
 from ecad_nodes.schedule import BlockGroup, FrontierPoint, Layout, Mask, PointMetrics, ScheduleError, ScheduleFile
-from ecad_nodes.schedule_io import (MAX_FILE_BYTES, MAX_STEPS, dump_schedule, label_text_problem, load_schedule,
-                                    schedule_to_json)
+from ecad_nodes.schedule_io import (_JSON_STRING, MAX_FILE_BYTES, MAX_STEPS, dump_schedule, label_text_problem,
+                                    load_schedule, schedule_to_json)
 
 SECONDS_PER_INPUT = 2.0          # a generous bound on a slow shared machine; typical inputs take milliseconds
 PEAK_BYTES = 32 * 2**20          # Python and numpy allocations while reading one input (tracemalloc)
@@ -267,6 +267,20 @@ def test_the_node_lists_a_file_exactly_when_it_is_valid_and_always_the_heuristic
             library.schedule_folders = real_folders
             logger.removeHandler(handler)
             library._cache.clear()
+
+
+@pytest.mark.parametrize("end", [b"", b"\\"])
+def test_an_unterminated_string_is_skipped_in_one_pass_and_refused_naming_the_file(tmp_path, end):
+    """An unterminated string of escaped quotes: the reader's string pattern matches from its opening quote to the end
+    of the text. A pattern that fails there is tried again from every escaped quote, which is quadratic: a few hundred
+    KB held the GIL, and so the whole ComfyUI server, for minutes."""
+    data = b'{"points": "' + b'\\"' * 200_000 + end
+    opening = data.index(b'"', data.index(b":"))
+    assert _JSON_STRING.match(data, opening).end() == len(data)
+    path = tmp_path / "unterminated.json"
+    path.write_bytes(data)
+    with pytest.raises(ScheduleError, match=f"^{path}: "):
+        load_schedule(path)
 
 
 def test_a_valid_file_at_the_size_limit_reads_in_bounded_time(tmp_path):
