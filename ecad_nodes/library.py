@@ -224,22 +224,24 @@ _cache: dict[Path, _Cached] = {}
 _cache_lock = threading.Lock()  # one parse per file at a time: the routes read in a thread pool
 
 
-def _read(path: Path) -> ScheduleFile:
-    """Parse a listed file through its real path, checked to be inside a schedule folder; errors name ``path``."""
-    real = path.resolve(strict=True)
+def _read_bytes(path: Path) -> bytes:
+    """A listed file's bytes, read through its real path, checked to be inside a schedule folder; errors name ``path``."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as e:
+        raise ScheduleError(f"cannot be read ({getattr(e, 'strerror', None) or type(e).__name__})", path) from None
     roots = [f.resolve(strict=False) for f in schedule_folders()]
     if not _inside(real, roots):
         raise ScheduleError(OUTSIDE, path)
     try:
-        data = read_limited(real)
+        return read_limited(real)
     except ScheduleError as e:
         raise ScheduleError(e.reason, path) from None
-    schedule = parse_schedule_bytes(data, path)
-    schedule.path = path
-    return schedule
 
 
 def _load_cached(path: Path) -> ScheduleFile:
+    """The parsed file, parsed again only when its stamp changes. What its bytes say (a schedule, or why it is
+    refused) is cached; a failure to read them is not: permissions and links change without touching the stamp."""
     try:
         st = os.stat(path)
     except OSError as e:
@@ -249,7 +251,15 @@ def _load_cached(path: Path) -> ScheduleFile:
         hit = _cache.get(path)
         if hit is None or hit.stamp != stamp:
             try:
-                hit = _Cached(stamp, _read(path), None)
+                data = _read_bytes(path)
+            except ScheduleError as e:
+                _cache.pop(path, None)
+                _report_once(path, e.reason, logging.ERROR)
+                raise
+            try:
+                schedule = parse_schedule_bytes(data, path)
+                schedule.path = path
+                hit = _Cached(stamp, schedule, None)
             except ScheduleError as e:
                 hit = _Cached(stamp, None, e)
             except Exception as e:  # a file the reader did not foresee: left out like any other, never the whole list

@@ -125,10 +125,11 @@ def error_entry(name: str, message: str) -> dict[str, str]:
     return {"name": name, "error": message}
 
 
-def _load(name: str) -> dict[str, Any]:
-    """One listed file's summary, or an error entry naming it (never a server path, never a value from the file)."""
+def _load(name: str, entry: Optional[library.Listed] = None) -> dict[str, Any]:
+    """One listed file's summary, or an error entry naming it (never a server path, never a value from the file).
+    ``entry``: the file as already listed, which saves searching the folders again for it."""
     try:
-        return file_summary(name, library.load_source(name))
+        return file_summary(name, library.load_listed(entry) if entry is not None else library.load_source(name))
     except ScheduleError as e:
         return error_entry(name, e.reason)
     except OSError as e:  # vanished or unreadable between listing and reading
@@ -151,7 +152,7 @@ def _listing() -> list[dict[str, Any]]:
         if entry.problem is not None:
             entries.append(error_entry(entry.name, entry.problem))
         else:
-            entries.append(_short(_load(entry.name)))
+            entries.append(_short(_load(entry.name, entry)))
     entries.append(_short(heuristics_summary()))
     return entries
 

@@ -271,3 +271,27 @@ def test_a_file_whose_name_holds_the_label_separator_is_listed_and_chosen(folder
     assert library.list_sources() == ["ours · fast.json", library.HEURISTICS_SOURCE]
     label = library.labels_for("ours · fast.json")[1]
     assert library.choose("ours · fast.json", label).name == "faster"
+
+
+def test_a_file_that_could_not_be_read_is_listed_once_it_can_be(folders, monkeypatch, caplog):
+    """A read refused by the system (permissions, ACLs) is not cached: fixing it changes nothing the stamp holds."""
+    import os
+    from ecad_nodes import schedule_io
+    pack, _ = folders
+    path = save_schedule(schedule(), pack / "mine.json")
+    real_open = os.open
+
+    def refused(p, *args, **kwargs):
+        if os.fspath(p) == os.fspath(path.resolve()):
+            raise PermissionError(13, "Permission denied")
+        return real_open(p, *args, **kwargs)
+    monkeypatch.setattr(schedule_io.os, "open", refused)  # os.open itself: what the system answers, once per read
+    with caplog.at_level(logging.ERROR):
+        assert library.list_sources() == [library.HEURISTICS_SOURCE]
+        assert library.list_sources() == [library.HEURISTICS_SOURCE]
+    assert [r.getMessage() for r in caplog.records if "mine.json" in r.getMessage()] == [
+        f"ECAD: left out of the schedule list: {path}: cannot be read (Permission denied)"]    # logged once
+    with pytest.raises(ScheduleError, match=r"mine.json: cannot be read \(Permission denied\)"):
+        library.choose("mine.json", "fast")
+    monkeypatch.setattr(schedule_io.os, "open", real_open)  # the user fixes the permissions; the stamp is the same
+    assert library.list_sources() == ["mine.json", library.HEURISTICS_SOURCE]

@@ -278,3 +278,15 @@ def test_a_real_comfyui_server_serves_the_routes(tmp_path):
         assert refused.value.code == 400 and "refused" in json.loads(refused.value.read())["error"]
     finally:
         server.stop()
+
+
+def test_the_list_searches_the_folders_once_whatever_the_number_of_files(folders, monkeypatch):
+    user, _, _ = folders
+    for i in range(20):
+        write_flux(user / "many" / f"f{i:02d}.json")
+    searches = []
+    real = library.candidates
+    monkeypatch.setattr(library, "candidates", lambda: searches.append(1) or real())
+    status, body = get(routes.LIST_PATH)
+    assert status == 200 and sum(e["name"].startswith("many/") and "error" not in e for e in body["schedules"]) == 20
+    assert len(searches) == 1
