@@ -43,6 +43,8 @@ log = logging.getLogger("ComfyUI-ECAD")
 
 METRIC = "latent_psnr"
 PSNR_CAP_DB = 100.0          # identical latents (as the optimizer's fidelity metric caps images)
+#: Longest file or folder name written: 255 bytes less what the temporary name adds ('.' + name + '.XXXXXXXX.tmp').
+MAX_PART_BYTES = 255 - 14
 FORA_EVERY = (2, 3, 4, 5)
 MAC_CONVENTION = "linear layers only"
 ALGORITHM = "quick calibration (ECAD Calibrate node: greedy schedules from recorded component changes, verified " \
@@ -68,6 +70,9 @@ def listed_name(file_name: str) -> str:
         why = "names (and folders) starting with '.' are hidden from the schedule list"
     if why is None and name.endswith(".schema.json"):
         why = "'.schema.json' files are not schedule files"
+    if why is None and any(len(part.encode()) > MAX_PART_BYTES for part in name.split("/")):
+        why = (f"a file or folder name is longer than {MAX_PART_BYTES} bytes (UTF-8), what file systems allow once the "
+               "temporary name the file is written under is counted")
     if why is not None:
         raise ScheduleError(f"file name '{file_name}' cannot be used: {why}")
     return name
@@ -82,10 +87,17 @@ def target_path(file_name: str, overwrite: bool) -> tuple[str, Path]:
     root = folder.resolve()
     if not path.parent.resolve().is_relative_to(root):
         raise ScheduleError(f"file name '{file_name}' leads outside {folder} (a symlinked folder?)")
+    for parent in reversed(path.relative_to(folder).parents[:-1]):  # the sub-folders to write into, outermost first
+        if (folder / parent).exists() and not (folder / parent).is_dir():
+            raise ScheduleError(f"{folder / parent} is a file, not a folder; choose another file name")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ScheduleError(f"{path} exists and is not a plain file; choose another name")
     if path.exists() and not overwrite:
         raise ScheduleError(f"{path} exists; choose another file name, or turn on 'overwrite' to replace it")
+    listed = library.find(name)
+    if listed is not None and not overwrite and listed.path != path:
+        raise ScheduleError(f"{listed.path} is listed as '{name}', and a new file of that name would hide it; choose "
+                            "another file name, or turn on 'overwrite' to list the new file instead")
     return name, path
 
 
@@ -95,11 +107,12 @@ def write_new(schedule: ScheduleFile, path: Path, overwrite: bool) -> None:
     if overwrite:
         save_schedule(schedule, path)
         return
+    text = dump_schedule(schedule, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump_schedule(schedule))
+            f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())
         try:
             os.link(tmp, path)  # fails if the name exists: never replaces a file
@@ -120,7 +133,9 @@ def _umask() -> int:
 
 def latent_psnr(latent: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean over the batch of each row's PSNR against the uncached latent, the peak being that latent's value range;
-    capped at PSNR_CAP_DB."""
+    capped at PSNR_CAP_DB. NaN where the latent holds NaN or infinity (a schedule that broke the sampling)."""
+    if not bool(torch.isfinite(latent).all()):
+        return math.nan
     scores = []
     for x, ref in zip(latent.float().cpu(), reference.float().cpu()):
         mse = float(((x - ref) ** 2).mean())
@@ -226,6 +241,10 @@ def quick_calibration(sampling: Sampling, budgets: Sequence[float] = DEFAULT_BUD
     recorder = ChangeRecorder()
     with recorder.recording():
         reference, report = sample("uncached", Mask.full(layout, steps))
+    if not bool(torch.isfinite(reference).all()):
+        raise ScheduleError("sampling without caching gave a latent holding NaN or infinity, so there is nothing to "
+                            "compare schedules with (a model or VAE in a precision that overflows? the sampler's "
+                            "settings?); nothing was written")
     costs = adapter.costs(dm, report.tokens, attention_matmuls=False)  # the optimizer's default convention
     per_bit, constant = costs.per_bit, costs.per_step_constant
     evaluations = report.evaluations.astype(np.float64)
@@ -249,6 +268,13 @@ def quick_calibration(sampling: Sampling, budgets: Sequence[float] = DEFAULT_BUD
         latent, _ = sample(name, mask)
         baselines.append(Scored(name, mask, latent_psnr(latent, reference), macs(mask)))
         runs += 1
+    broken = [s for s in scored + baselines if math.isnan(s.quality)]
+    for s in broken:
+        log.warning("ECAD Calibrate: %s gave a latent holding NaN or infinity; it is left out", s.origin)
+    scored = [s for s in scored if s not in broken]
+    baselines = [s for s in baselines if s not in broken]
+    if not scored + baselines:
+        raise ScheduleError("every schedule gave a latent holding NaN or infinity; nothing was written")
     full_macs = macs(Mask.full(layout, steps))
     front = non_dominated(scored + baselines)
     taken: set[str] = set()
@@ -345,7 +371,9 @@ class ECADCalibrate:
     @classmethod
     def VALIDATE_INPUTS(cls, file_name):
         # Only the name here: whether the file exists is checked when the node runs (a cached result of an earlier run
-        # that wrote it must not fail validation).
+        # that wrote it must not fail validation). A linked name has no value yet (None): checked when the node runs.
+        if file_name is None:
+            return True
         try:
             listed_name(file_name)
         except ScheduleError as e:

@@ -37,6 +37,9 @@ class ECADLoadSchedule:
     @classmethod
     def VALIDATE_INPUTS(cls, schedule, point):
         # Naming ``point`` here lets its options depend on the chosen file; it is checked against that file instead.
+        # A linked input has no value yet (ComfyUI passes None): it is checked when the node runs.
+        if schedule is None or point is None:
+            return True
         try:
             library.choose(schedule, point)
         except ScheduleError as e:

@@ -410,11 +410,10 @@ def _parse_official(doc: dict, path) -> ScheduleFile:
     _require(double_n >= 1 and double_n <= MAX_BLOCKS and single_n <= MAX_BLOCKS,
              f"cache_schedule.schedule step 0 must hold 1 to {MAX_BLOCKS} numbered blocks"
              + (f" and at most {MAX_BLOCKS} single_N blocks" if flux else ""), path)
-    for key, count in (("num_blocks", double_n), ("num_single_blocks", single_n if flux else None)):
+    for key, count in (("num_blocks", double_n), ("num_single_blocks", single_n)):
         if key in cs:
-            _require(count is not None and _is_int(cs[key]) and cs[key] == count,
-                     f"cache_schedule.{key} disagrees with the table, which holds {count or 0} such blocks per step",
-                     path)
+            _require(_is_int(cs[key]) and cs[key] == count,
+                     f"cache_schedule.{key} disagrees with the table, which holds {count} such blocks per step", path)
     if flux:
         layout = Layout("flux", (
             BlockGroup("double_blocks", double_n, tuple(OFFICIAL_FLUX_DOUBLE.values())),
@@ -532,8 +531,14 @@ def schedule_to_json(s: ScheduleFile) -> dict[str, Any]:
     return doc
 
 
-def dump_schedule(s: ScheduleFile) -> str:
-    return json.dumps(schedule_to_json(s), indent=2, ensure_ascii=False) + "\n"
+def dump_schedule(s: ScheduleFile, path: Optional[Path | str] = None) -> str:
+    """The file's text; a ScheduleError (naming ``path``) where a value is NaN or infinite: JSON has no such numbers,
+    and the reader refuses the 'NaN' Python's json would write."""
+    try:
+        return json.dumps(schedule_to_json(s), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:
+        raise ScheduleError("cannot be written: a value (a metric?) is NaN or infinite, which JSON does not allow; the "
+                            "file was left as it was", path) from None
 
 
 def _file_mode(path: Path) -> int:
@@ -548,7 +553,7 @@ def _file_mode(path: Path) -> int:
 def save_schedule(s: ScheduleFile, path: Path | str) -> Path:
     """Write atomically: a reader never sees half a file, and a failed write leaves the old one."""
     path = Path(path)
-    text = dump_schedule(s)
+    text = dump_schedule(s, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

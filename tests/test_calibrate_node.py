@@ -131,3 +131,108 @@ def test_an_interrupted_calibration_writes_nothing(tmp_path, monkeypatch):
         comfy.model_management.interrupt_current_processing(False)
     assert max(seen) > steps
     assert list(tmp_path.iterdir()) == []  # no file, no temporary file
+
+
+def test_a_file_name_from_another_node_is_checked_when_the_node_runs(server):
+    """A linked input has no value at validation (ComfyUI passes None): it must not fail there, and is checked when the
+    node runs."""
+    workflow = calibrate_workflow("unused.json", seed=13)
+    workflow["11"] = {"class_type": "PrimitiveString", "inputs": {"value": "from-a-node"}}
+    workflow["7"]["inputs"]["file_name"] = ["11", 0]
+    result = server.run_prompt(workflow)
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert (server.schedules / "from-a-node.json").is_file()
+    workflow["11"]["inputs"]["value"] = "../outside"
+    refused = server.run_prompt(workflow)
+    assert refused["status"]["status_str"] == "error"
+    assert "file name '../outside' cannot be used" in json.dumps(refused["status"])
+    assert not (server.schedules.parent / "outside.json").exists()
+
+
+@pytest.fixture
+def two_folders(tmp_path, monkeypatch):
+    """models/ecad_schedules and a second folder (extra_model_paths.yaml) of ComfyUI's own folder registry."""
+    import folder_paths
+    first, second = tmp_path / "ecad_schedules", tmp_path / "extra"
+    first.mkdir(), second.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "ecad_schedules", ([str(first), str(second)], {".json"}))
+    return first, second
+
+
+def test_a_file_of_another_folder_is_not_hidden_by_a_new_one_unless_asked(two_folders):
+    from ecad_nodes import library
+    from ecad_nodes.calibrate_node import target_path
+    from ecad_nodes.schedule import ScheduleError
+    first, second = two_folders
+    (second / "taken.json").write_text("{}")
+    with pytest.raises(ScheduleError, match=f"^{second / 'taken.json'} is listed as 'taken.json', and a new file"):
+        target_path("taken", overwrite=False)
+    assert target_path("taken", overwrite=True) == ("taken.json", first / "taken.json")
+    assert library.find("free.json") is None and target_path("free", overwrite=False)[1] == first / "free.json"
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("x" * 242, "longer than 241 bytes"), ("é" * 121 + "/a", "longer than 241 bytes"),  # é: two bytes in UTF-8
+])
+def test_names_too_long_to_write_are_refused_before_sampling(two_folders, name, problem):
+    from ecad_nodes.calibrate_node import ECADCalibrate, MAX_PART_BYTES, target_path, write_new
+    from ecad_nodes.schedule import ScheduleError
+    assert problem in ECADCalibrate.VALIDATE_INPUTS(name)
+    longest = "x" * (MAX_PART_BYTES - len(".json"))
+    _, path = target_path(longest, overwrite=False)
+    write_new(_small_schedule(), path, overwrite=False)  # the longest name allowed is written, temporary name and all
+    assert path.is_file() and len(path.name.encode()) == MAX_PART_BYTES
+    with pytest.raises(ScheduleError):
+        target_path(name, overwrite=False)
+
+
+def test_a_sub_folder_that_is_a_file_is_refused_before_sampling(two_folders):
+    from ecad_nodes.calibrate_node import target_path
+    from ecad_nodes.schedule import ScheduleError
+    first, _ = two_folders
+    (first / "a.json").write_text("{}")
+    with pytest.raises(ScheduleError, match=f"^{first / 'a.json'} is a file, not a folder"):
+        target_path("a.json/b", overwrite=False)
+
+
+def _small_schedule():
+    from ecad_nodes.schedule import BlockGroup, FrontierPoint, Layout, Mask, ScheduleFile
+    layout = Layout("pixart", (BlockGroup("blocks", 1, ("self_attn",)),))
+    return ScheduleFile("pixart", None, layout, 2, [FrontierPoint("p", Mask.full(layout, 2))])
+
+
+def test_a_latent_holding_nan_scores_nan_and_an_uncached_one_stops_the_calibration(two_folders):
+    """NaN is not 'identical' (min(100, nan) is 100); a model whose uncached run overflows has nothing to compare to."""
+    import torch
+
+    from ecad_nodes.calibrate_node import ECADCalibrate, latent_psnr
+    from ecad_nodes.families.flux import TinyFlux
+    from ecad_nodes.schedule import ScheduleError
+    reference = torch.randn(2, 4, 8, 8)
+    broken = reference.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    assert latent_psnr(reference, reference) == 100.0 and latent_psnr(broken, reference) != latent_psnr(broken, reference)
+    spec = TinyFlux()
+    model = spec.build(seed=0)
+    with torch.no_grad():
+        model.model.diffusion_model.final_layer.linear.bias[0] = float("nan")
+    with pytest.raises(ScheduleError, match="sampling without caching gave a latent holding NaN or infinity"):
+        ECADCalibrate().calibrate(model, spec.conditioning(1), spec.conditioning(2),
+                                  {"samples": spec.empty_latent(64, 64, 1)}, "euler", "simple", 4, 1.0, 0,
+                                  "nan.json", False, 2.0)
+    assert list(two_folders[0].iterdir()) == []
+
+
+def test_a_point_from_another_node_is_checked_when_the_load_node_runs(server):
+    """The point linked from a node of any output type (a switch, say), which ComfyUI lets into a dropdown input."""
+    from ecad_nodes.library import HEURISTICS_SOURCE
+    workflow = calibrate_workflow("unused.json")
+    del workflow["7"]
+    workflow["12"] = {"class_type": "ECADLoadSchedule", "inputs": {"schedule": HEURISTICS_SOURCE, "point": ["13", 0]}}
+    workflow["13"] = {"class_type": "ECADTestAnyText", "inputs": {"value": "FORA every 2 steps"}}
+    workflow["8"]["inputs"]["schedule"] = ["12", 0]
+    result = server.run_prompt(workflow)
+    assert result["status"]["status_str"] == "success", result["status"]
+    workflow["13"]["inputs"]["value"] = "FORA every 0 steps"
+    refused = server.run_prompt(workflow)
+    assert refused["status"]["status_str"] == "error" and "FORA every 0 steps" in json.dumps(refused["status"])

@@ -289,13 +289,25 @@ def test_saving_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatc
     before = path.read_text()
     import ecad_nodes.schedule_io as io_module
 
-    def explode(schedule):
+    def explode(*args):
         raise RuntimeError("disk full")
     monkeypatch.setattr(io_module, "dump_schedule", explode)
     with pytest.raises(RuntimeError):
         save_schedule(random_schedule(points=2), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_a_nan_metric_is_refused_naming_the_file_and_the_old_file_is_kept(tmp_path):
+    """Python's json writes NaN, which the reader (like JSON) refuses: such a file would replace a good one."""
+    from dataclasses import replace
+    path = save_schedule(random_schedule(points=1), tmp_path / "s.json")
+    before = path.read_text()
+    broken = random_schedule(points=1)
+    broken.points[0] = replace(broken.points[0], metrics=replace(broken.points[0].metrics, quality=float("nan")))
+    with pytest.raises(ScheduleError, match=f"^{path}: cannot be written: a value .* is NaN or infinite"):
+        save_schedule(broken, path)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["s.json"]
 
 
 def test_saved_files_are_readable_by_others_as_a_plain_write_would_make_them(tmp_path):
@@ -383,13 +395,20 @@ def test_a_small_official_file_loads(tmp_path):
     assert schedule.points[0].metrics.latency_ms == 10.5 and schedule.points[0].metrics.extra["latency_gpu"] == "A6000"
 
 
+def test_an_official_pixart_file_that_counts_its_single_blocks_as_zero_loads(tmp_path):
+    doc = official_doc()
+    doc["cache_schedule"]["num_single_blocks"] = 0
+    assert load_schedule(write(tmp_path, doc)).layout.describe() == "pixart (blocks=2×[self_attn, cross_attn, mlp])"
+
+
 @pytest.mark.parametrize("mutate, expected", [
     (lambda d: d["cache_schedule"]["schedule"]["001"]["0"].update(attn1="yes"),
      'cache_schedule.schedule step 1 block "0" needs exactly \'attn1\', \'attn2\', \'ff\': true/false'),
     (lambda d: d["cache_schedule"]["schedule"]["001"]["0"].update(extra=True), "step 1 block \"0\" needs exactly"),
     (lambda d: d["cache_schedule"].update(num_blocks=1), "cache_schedule.num_blocks disagrees with the table, which holds 2"),
     (lambda d: d["cache_schedule"].update(num_blocks=SECRET), "cache_schedule.num_blocks disagrees with the table"),
-    (lambda d: d["cache_schedule"].update(num_single_blocks=3), "cache_schedule.num_single_blocks disagrees"),
+    (lambda d: d["cache_schedule"].update(num_single_blocks=3),
+     "cache_schedule.num_single_blocks disagrees with the table, which holds 0 such blocks per step"),
     (lambda d: d["cache_schedule"].update(num_inference_steps=1), "num_inference_steps disagrees with the table, which lists 2"),
     (lambda d: d["cache_schedule"]["schedule"]["001"].pop("1"), "cache_schedule.schedule step 1 must hold the same blocks"),
     (lambda d: d["cache_schedule"]["schedule"]["001"].update({"2": {}}), "step 1 must hold the same blocks as step 0"),

@@ -100,5 +100,29 @@ class ECADTestLatentStats:
                                   "finite": bool(torch.isfinite(x).all())}]}}
 
 
+class AnyType(str):
+    """The type other packs' switch and "anything" nodes output: equal to every type (ComfyUI compares with !=)."""
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = str.__hash__
+
+
+class ECADTestAnyText:
+    """Text of any type, as switch and "anything" nodes of other packs give it: linkable to a dropdown input too."""
+
+    RETURN_TYPES = (AnyType("*"),)
+    FUNCTION = "text"
+    CATEGORY = "ECAD testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": ""})}}
+
+    def text(self, value):
+        return (value,)
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (ECADTestTinyModel, ECADTestConditioning, ECADTestLatent, ECADTestTinyVAE,
-                                                ECADTestLatentStats)}
+                                                ECADTestLatentStats, ECADTestAnyText)}
