@@ -87,6 +87,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sigmas = _arg(args, kwargs, 3, "sigmas")
     steps = int(sigmas.shape[-1]) - 1
+    if steps < 1:  # one sigma (SplitSigmas at the last step): the sampler evaluates nothing, there is nothing to cache
+        return executor(*args, **kwargs)
     resolved = settings.choice.resolve(settings.layout, steps)
     if resolved.note:
         log.warning("ECAD: %s", resolved.note)

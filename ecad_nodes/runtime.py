@@ -205,9 +205,11 @@ class CacheRuntime:
         return min(max(at_or_above - 1, 0), self.steps - 1)
 
     def begin_evaluation(self, sigma: Optional[float] = None) -> int:
-        """Start one model evaluation (all cond batches of it follow the same step's plan)."""
-        # Steps never go back: a sampler that re-noises continues with the current caches.
-        step = max(self.step_of_sigma(sigma), self.step)
+        """Start one model evaluation (all cond batches of it follow the same step's plan): the step of its noise level,
+        also where that is an earlier step than the last evaluation's (heunpp2 evaluates σ_(i+2) before σ_(i+1) of its
+        next iteration; a sampler that re-noises goes back to the steps of its noise levels). Going back is safe: an
+        output the cache lacks is computed."""
+        step = self.step_of_sigma(sigma)
         if step != self.step:
             self._enter_step(step)
         self.evaluations[step] += 1

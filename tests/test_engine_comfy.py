@@ -183,6 +183,39 @@ def test_sampler_evaluations_map_to_their_step(flux, sampler, evaluations):
     assert_ran_as_planned(report, choice.point.mask.bits, streams=1)
 
 
+def test_a_run_of_one_sigma_returns_the_latent_as_unpatched_comfyui_does(flux):
+    """SplitSigmas at the last step leaves SamplerCustom one sigma: no step, nothing to cache, no error."""
+    import comfy.sample
+    import comfy.samplers
+    spec, model = flux
+    latent = comfy.sample.fix_empty_latent_channels(model, spec.empty_latent(64, 64, 1)) + 0.5
+    noise = comfy.sample.prepare_noise(latent, 1)
+    outputs = []
+    for m in (model, apply(model, random_choice(model, 6, keep=0.4, seed=2))):
+        with torch.inference_mode():
+            outputs.append(comfy.sample.sample_custom(m, noise, 1.0, comfy.samplers.sampler_object("euler"),
+                                                      torch.tensor([0.3]), spec.conditioning(1), spec.conditioning(2),
+                                                      latent, seed=1, disable_pbar=True))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_heunpp2_evaluations_follow_their_noise_level_though_it_looks_two_steps_ahead(flux):
+    """heunpp2 evaluates sigma_i, sigma_(i+1), sigma_(i+2), then sigma_(i+1) again: each evaluation takes the plan of its
+    own step. Where it goes back, an output the plan did not keep for that order is computed (never a stale one)."""
+    spec, model = flux
+    choice = random_choice(model, 6, keep=0.4, seed=2)
+    patched = apply(model, choice)
+    sample(patched, spec, steps=6, sampler="heunpp2", width=64, height=64)
+    report = last_report(patched)
+    assert list(report.evaluations) == [1, 2, 3, 3, 3, 3]
+    planned = choice.point.mask.bits
+    (stream,) = report.streams
+    computed, reused = report.computed[stream], report.reused[stream]
+    np.testing.assert_array_equal(computed + reused, np.broadcast_to(report.evaluations[:, None], planned.shape))
+    assert (computed[planned] == np.broadcast_to(report.evaluations[:, None], planned.shape)[planned]).all()
+    assert not reused[planned].any() and reused[~planned].sum() > computed[~planned].sum()
+
+
 def test_a_schedule_for_another_step_count_is_mapped_by_relative_position(pixart, caplog):
     spec, model = pixart
     choice = random_choice(model, 10, keep=0.4, seed=4)

@@ -195,7 +195,10 @@ def test_each_evaluation_follows_the_step_of_its_noise_level():
     assert list(rt.evaluations) == [1, 2, 2, 2]
     midpoints = CacheRuntime(Mask.full(LAYOUT, 4), sample_sigmas=sigmas)
     assert [midpoints.begin_evaluation(s) for s in (1.0, 0.9, 0.75, 0.6, 0.5000001, 0.3)] == [0, 0, 1, 1, 2, 2]
-    assert midpoints.begin_evaluation(5.0) == 2  # a re-noising sampler never sends the caches back in time
+    # heunpp2 evaluates sigma_(i+2) before its next iteration's sigma_(i+1); a re-noising sampler goes back too
+    lookahead = CacheRuntime(Mask.full(LAYOUT, 4), sample_sigmas=sigmas)
+    assert [lookahead.begin_evaluation(s) for s in (1.0, 0.75, 0.5, 0.75, 0.5, 0.25, 0.5, 0.25)] == [0, 1, 2, 1, 2, 3, 2, 3]
+    assert midpoints.begin_evaluation(5.0) == 0
 
 
 # ------------------------------------------------------------------ the toy DiT end to end
