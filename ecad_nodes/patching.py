@@ -117,6 +117,14 @@ def calc_cond_batch_wrapper(executor, *args, **kwargs):
     return executor(*args, **kwargs)
 
 
+def replaced_blocks(transformer_options: dict) -> tuple:
+    """The blocks other nodes replace in this call (``patches_replace``), as a sorted key. SkipLayerGuidanceDiT predicts
+    a prompt again, at the same step and under the same cond uuid, with some blocks replaced by the identity: what
+    that pass computes must not be cached as the prompt's own outputs."""
+    replaced = transformer_options.get("patches_replace") or {}
+    return tuple(sorted((str(kind), repr(key)) for kind, patches in replaced.items() for key in (patches or {})))
+
+
 def apply_model_wrapper(executor, *args, **kwargs):
     # args: x, t, c_concat, c_crossattn, control, transformer_options, **extra_conds
     transformer_options = _arg(args, kwargs, 5, "transformer_options", {}) or {}
@@ -132,6 +140,9 @@ def apply_model_wrapper(executor, *args, **kwargs):
     variant = adapter_named(transformer_options[SETTINGS_KEY].family).stream_variant(kwargs)
     if variant is not None:  # the same prompts with other conditioning (e.g. without LTX-2's reference audio)
         uuids = [(u, variant) for u in uuids]
+    replaced = replaced_blocks(transformer_options)
+    if replaced:  # the same prompts through other blocks (SkipLayerGuidance's extra pass, at the same step)
+        uuids = [(u, replaced) for u in uuids]
     if runtime.model is None:
         base_model = executor.class_obj
         runtime.model = base_model.diffusion_model

@@ -183,6 +183,26 @@ def test_sampler_evaluations_map_to_their_step(flux, sampler, evaluations):
     assert_ran_as_planned(report, choice.point.mask.bits, streams=1)
 
 
+def test_skip_layer_guidance_passes_keep_caches_of_their_own(flux):
+    """SkipLayerGuidanceDiT predicts the prompt again at each step with a block replaced by the identity, under the
+    same cond uuid. At a tiny scale its effect on the result is tiny; it must stay tiny under caching too (the prompt's
+    caches must hold the prompt's own outputs, not the layer-skipped pass's)."""
+    from comfy_extras.nodes_slg import SkipLayerGuidanceDiT
+    spec, model = flux
+
+    def slg(m):
+        out = SkipLayerGuidanceDiT.execute(m, scale=1e-6, start_percent=0.0, end_percent=1.0, double_layers="0",
+                                           single_layers="")
+        return out.result[0] if hasattr(out, "result") else out[0]
+    choice = ScheduleChoice.of_heuristic(FORA2)
+    settings = dict(cfg=3.0, width=64, height=64, steps=6)
+    cached = sample(apply(model, choice), spec, **settings)
+    scale = cached.abs().max()
+    for guided in (apply(slg(model), choice), slg(apply(model, choice))):  # either order of the two nodes
+        assert (sample(guided, spec, **settings) - cached).abs().max() / scale < 1e-4
+        assert len(last_report(guided).streams) == 3  # cond, uncond, and cond through the replaced block
+
+
 def test_a_run_of_one_sigma_returns_the_latent_as_unpatched_comfyui_does(flux):
     """SplitSigmas at the last step leaves SamplerCustom one sigma: no step, nothing to cache, no error."""
     import comfy.sample
