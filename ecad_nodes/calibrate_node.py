@@ -113,12 +113,21 @@ def write_new(schedule: ScheduleFile, path: Path, overwrite: bool) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # the name must never point at a file whose data is not on disk yet
         os.chmod(tmp, 0o666 & ~_umask())
+        created = ScheduleError(f"{path} was created while calibrating; nothing was written (choose another file name, "
+                                "or turn on 'overwrite')")
         try:
             os.link(tmp, path)  # fails if the name exists: never replaces a file
         except FileExistsError:
-            raise ScheduleError(f"{path} was created while calibrating; nothing was written (choose another file name, "
-                                "or turn on 'overwrite')") from None
+            raise created from None
+        except OSError:  # no hard links on this file system (FAT, exFAT, some network mounts): claim the name, then
+            try:         # move the file onto the claimed (empty) one
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask()))
+            except FileExistsError:
+                raise created from None
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -559,6 +559,8 @@ def save_schedule(s: ScheduleFile, path: Path | str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # after a crash the name points at the old file or the whole new one, never an empty one
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a ComfyUI run by another user must read it
         os.replace(tmp, path)
     except BaseException:

@@ -236,3 +236,25 @@ def test_a_point_from_another_node_is_checked_when_the_load_node_runs(server):
     workflow["13"]["inputs"]["value"] = "FORA every 0 steps"
     refused = server.run_prompt(workflow)
     assert refused["status"]["status_str"] == "error" and "FORA every 0 steps" in json.dumps(refused["status"])
+
+
+def test_without_hard_links_a_new_file_is_still_never_written_over_another(two_folders, monkeypatch):
+    """On a file system without hard links (FAT, exFAT, some network mounts) the name is claimed before the move."""
+    import errno
+    import os
+
+    from ecad_nodes.calibrate_node import write_new
+    from ecad_nodes.schedule import ScheduleError
+    from ecad_nodes.schedule_io import load_schedule
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    first, _ = two_folders
+    write_new(_small_schedule(), first / "new.json", overwrite=False)
+    assert load_schedule(first / "new.json").points[0].name == "p"
+    (first / "other.json").write_text("mine")
+    with pytest.raises(ScheduleError, match="other.json was created while calibrating; nothing was written"):
+        write_new(_small_schedule(), first / "other.json", overwrite=False)
+    assert (first / "other.json").read_text() == "mine" and sorted(p.name for p in first.iterdir()) == [
+        "new.json", "other.json"]
