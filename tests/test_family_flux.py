@@ -185,6 +185,32 @@ def test_mirrors_match_comfyui_blocks_with_reference_latents_and_attention_patch
     assert_ran_as_planned(last_report(cached), choice.point.mask.bits, streams=2)
 
 
+def test_a_mirror_check_that_runs_out_of_memory_is_not_a_mismatch(flux2, monkeypatch, caplog):
+    """On an unknown ComfyUI the first call checks a copy by running the block twice more; out of device memory there
+    says nothing about the copy: that call runs ComfyUI's own forward, a later call checks again, nothing is marked
+    as failed for the rest of the process."""
+    from ecad_nodes.families import mirror as mirror_module
+    spec, model = flux2
+    size = spec.test_size
+    monkeypatch.setattr(mirror_module, "is_known", lambda mirror, fingerprint: False)
+    monkeypatch.setattr(mirror_module, "_VERIFIED", set())
+    monkeypatch.setattr(mirror_module, "_FAILED", set())
+    clones, real_clone = [], mirror_module._clone_tensors
+
+    def clone_once_out_of_memory(value):
+        clones.append(1)
+        if len(clones) == 3:  # the copy's inputs, in the first check
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (as the caching allocator raises it)")
+        return real_clone(value)
+    monkeypatch.setattr(mirror_module, "_clone_tensors", clone_once_out_of_memory)
+    cached = apply(model, random_choice(model, 6, keep=0.5, seed=8))
+    with caplog.at_level(logging.INFO, logger="ComfyUI-ECAD"):
+        assert torch.isfinite(sample(cached, spec, cfg=3.5, width=size, height=size,
+                                     **_conditions(spec, _name(spec)))).all()
+    assert "no memory to check" in caplog.text and "does not match" not in caplog.text
+    assert not mirror_module._FAILED and caplog.text.count("on its first call: identical") >= 2
+
+
 def test_a_token_count_changed_by_the_flux_kv_cache_node_is_refused_by_name(flux2):
     """ComfyUI's Flux KV Cache node keeps the references' keys and values from the first step and drops their tokens
     afterwards: outputs cached at the first step no longer fit. ECAD says so instead of failing on a shape; with
