@@ -192,6 +192,10 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
     reserve = final_measurement_images(len(items), len(spec.holdout_prompts) * spec.images_per_prompt,
                                        spec.measure_latency, spec.frontier_size, n_baselines, LATENCY_IMAGES)
     ledger = ImageLedger(None if spec.budget_images is None else spec.budget_images - reserve, used=db.images())
+    if spec.budget_images is not None and ledger.used > spec.budget_images:
+        raise SetupError(f"--budget-images {spec.budget_images} is less than the {ledger.used} images the run in "
+                         f"{spec.run_dir} has rendered already; resume with a budget of at least {ledger.used}, or "
+                         "without --budget-images")
     if spec.budget_images is not None:
         say(f"image budget: {spec.budget_images} ({ledger.used} rendered before, {reserve} kept for the "
             "measurements after the search)")
@@ -221,9 +225,11 @@ def _run_with_database(spec: RunSpec, settings, items, db, say, extra_seeds: Ext
         baselines = baseline_stage(spec, codec, backend.layout, search, say)
         evaluations = db.all()
         points = frontier_stage(evaluations, baselines, codec, spec.frontier_size)
-        before = ledger.used
-        provenance_extra = measure_stage(spec, backend, metric, items, points, baselines, say)
-        db.add_measured_images(ledger.used - before)
+        ledger.listeners.append(db.add_measured_images)  # counted as rendered: a kill loses no count
+        try:
+            provenance_extra = measure_stage(spec, backend, metric, items, points, baselines, say, db)
+        finally:
+            ledger.listeners.remove(db.add_measured_images)
         db.sync()
         images = db.images()
         provenance = provenance_of(spec, settings, evaluator, items, result.completed - 1, len(evaluations),
@@ -395,37 +401,60 @@ def frontier_stage(evaluations: Sequence, baselines: Sequence, codec, frontier_s
 
 
 def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
-                  say: Callable[[str], None] = print) -> dict[str, Any]:
+                  say: Callable[[str], None] = print, db=None) -> dict[str, Any]:
     """Latency (``--measure-latency``) and held-out quality (``--holdout``) of the points and baselines, in place;
-    returns what the provenance records about them. A measurement the image budget cannot pay for in full (one a
-    resumed run repeats after the budget went to the search) is left out, and the run says so."""
+    returns what the provenance records about them. Each finished measurement is kept in the run's database (``db``),
+    so a resumed run that writes the same schedules takes it from there instead of rendering it again. A measurement
+    the image budget cannot pay for in full is left out, and the run says so."""
     from .budget import BudgetExhausted
     from .calibration import items_hash, seed_range
     from .evaluate import make_evaluator, measure_latency
     schedules = [*points, *baselines]
+    keys = [_mask_key(p.mask) for p in schedules]
+    kept = (db.get_meta("measurements") if db is not None else None) or {}
+    if kept.get("schedules") != keys:
+        kept = {"schedules": keys}
+
+    def keep(**measured) -> None:
+        kept.update(measured)
+        if db is not None:
+            db.set_meta("measurements", kept)
+
     if spec.measure_latency:
-        try:
-            seconds = measure_latency(backend, {"no caching": None, **{p.name: p.mask for p in schedules}},
-                                      items[:LATENCY_IMAGES], spec.measure_latency)
-            for p in schedules:
-                p.latency_ms = 1e3 * seconds[p.name]
-                p.speedup = seconds["no caching"] / seconds[p.name]
-        except BudgetExhausted as e:
-            say(f"latency not measured: {e}")
+        if kept.get("latency_repeats") != spec.measure_latency:
+            try:
+                seconds = measure_latency(backend, {"no caching": None, **{p.name: p.mask for p in schedules}},
+                                          items[:LATENCY_IMAGES], spec.measure_latency)
+                keep(latency_repeats=spec.measure_latency, latency_full=seconds["no caching"],
+                     latency=[seconds[p.name] for p in schedules])
+            except BudgetExhausted as e:
+                say(f"latency not measured: {e}")
+        if kept.get("latency_repeats") == spec.measure_latency:
+            for p, seconds in zip(schedules, kept["latency"]):
+                p.latency_ms = 1e3 * seconds
+                p.speedup = kept["latency_full"] / seconds
     if not spec.holdout_prompts:
         return {}
     held = spec.holdout_items()
-    checker = make_evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
-    try:
-        checker.prepare()
-        qualities = [checker.evaluate(p.mask).quality for p in schedules]
-    except BudgetExhausted as e:
-        say(f"held-out quality not measured: {e}")
-        return {}
-    for p, quality in zip(schedules, qualities):
+    if kept.get("holdout_items") != items_hash(held):
+        checker = make_evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
+        try:
+            checker.prepare()
+            keep(holdout_items=items_hash(held), holdout=[checker.evaluate(p.mask).quality for p in schedules])
+        except BudgetExhausted as e:
+            say(f"held-out quality not measured: {e}")
+            return {}
+    for p, quality in zip(schedules, kept["holdout"]):
         p.holdout_quality = quality
     return {"holdout": {"num_prompts": len(spec.holdout_prompts), "images_per_prompt": spec.images_per_prompt,
                         "seeds": seed_range(held), "prompts_hash": items_hash(held)}}
+
+
+def _mask_key(mask) -> str:
+    import hashlib
+
+    import numpy as np
+    return hashlib.sha256(np.packbits(mask.bits.astype(bool)).tobytes() + repr(mask.bits.shape).encode()).hexdigest()[:20]
 
 
 def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: int, evaluations: int, images: int,

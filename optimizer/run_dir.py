@@ -78,8 +78,9 @@ def read_checkpoint(path: Path) -> Optional[dict[str, Any]]:
 
 # ---------------------------------------------------------------- before any work (plan_run)
 
-def setup_problems(run_dir: Path, resume: bool) -> list[str]:
-    """What stops a run in ``run_dir`` from starting or resuming, found before anything is loaded or written."""
+def setup_problems(run_dir: Path, resume: bool, resumable: bool = True) -> list[str]:
+    """What stops a run in ``run_dir`` from starting or resuming, found before anything is loaded or written;
+    ``resumable``: whether the command has ``--resume`` (quick calibration has not)."""
     database, checkpoint = run_dir / DATABASE_NAME, run_dir / CHECKPOINT_NAME
     has_run = database.is_file()
     problems = []
@@ -91,8 +92,8 @@ def setup_problems(run_dir: Path, resume: bool) -> list[str]:
             problems.append(f"--resume: {run_dir} holds no run to resume (no {DATABASE_NAME}); start one without "
                             "--resume")
     elif has_run and not resume:
-        problems.append(f"{run_dir} already holds a run: continue it with --resume, or choose another --run-dir "
-                        f"(or delete {database} and {checkpoint} to start over)")
+        problems.append(f"{run_dir} already holds a run: " + ("continue it with --resume, or " if resumable else "")
+                        + f"choose another --run-dir (or delete {database} and {checkpoint} to start over)")
     elif not resume:
         left = [p.name for p in (checkpoint, *(run_dir / n for n in SIDE_FILES)) if p.exists()]
         if left:

@@ -304,7 +304,11 @@ def writable_file_problem(path: Path, what: str) -> Optional[str]:
     if path.is_dir():
         return f"{what} {path} is a directory; give a file name"
     if path.exists():
-        return None if os.access(path, os.W_OK) else f"{what} {path} exists and is not writable"
+        if not os.access(path, os.W_OK):
+            return f"{what} {path} exists and is not writable"
+        if not os.access(path.parent, os.W_OK | os.X_OK):  # replaced atomically: written beside it first
+            return f"{what} {path} cannot be replaced: {path.parent} is not writable (the new file is written there first)"
+        return None
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -419,7 +423,7 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
         if problem:
             problems.append(problem)
     from .run_dir import setup_problems
-    problems.extend(setup_problems(run_dir, values["resume"]))
+    problems.extend(setup_problems(run_dir, values["resume"], resumable=hasattr(args, "resume")))
 
     warm_start_problem = None
     if option("warm_start"):

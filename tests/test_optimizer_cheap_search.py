@@ -49,8 +49,11 @@ class CountingToyBackend(ToyBackend):
         super().__init__(*args, **kwargs)
         self.images = 0
 
+    rendered_in_this_process = 0
+
     def render(self, mask, items):
         self.images += len(items)
+        CountingToyBackend.rendered_in_this_process += len(items)
         return super().render(mask, items)
 
 
@@ -102,6 +105,47 @@ def test_the_budget_is_never_exceeded_and_the_file_records_every_image_rendered(
         assert "the budget ended the search early" in out and "stopped, the image budget is spent" in out
         assert schedule.provenance["search"]["generations_run"] < 6
         assert [b.name for b in schedule.baselines] == ["FORA-2", "FORA-3", "FORA-4", "FORA-5"]  # kept room for them
+
+
+MEASURED = ["--holdout", "1", "--measure-latency", "1", "--budget-images", "260"]
+
+
+def test_resuming_a_finished_run_renders_nothing_and_writes_the_same_file(tmp_path, monkeypatch, capsys):
+    """Its measurements are kept in the run directory: rendering them again would find the budget spent and write a
+    file without them (it did)."""
+    argv = [*toy_args(generations=6), *MEASURED, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")]
+    code, first, _ = _counting_run(monkeypatch, capsys, argv)
+    assert code == 0
+    before = (tmp_path / "out.json").read_text()
+    code, again, out = _counting_run(monkeypatch, capsys, [*argv, "--resume"])
+    assert code == 0 and again == 0
+    written = [json.loads(text) for text in (before, (tmp_path / "out.json").read_text())]
+    for doc in written:
+        del doc["provenance"]["date"], doc["provenance"]["command"]  # the second says --resume
+    assert written[0] == written[1] and written[1]["provenance"]["search"]["images"] == first
+    assert all("holdout_quality" in p["metrics"] and p["metrics"].get("speedup")
+               for p in written[1]["points"] + written[1]["baselines"])
+
+
+def test_images_a_kill_interrupts_in_the_measurements_stay_counted(tmp_path, monkeypatch, capsys):
+    """Measurement images count as they are rendered: a resumed run renders them again within the budget, and the file
+    records every image rendered."""
+    import optimizer.evaluate
+    real = optimizer.evaluate.measure_latency
+
+    def killed_after_one_render(backend, masks, items, repeats=3):
+        backend.render(None, items)
+        raise KeyboardInterrupt  # SIGKILL would lose the same: the renders of a measurement not finished
+    monkeypatch.setattr(optimizer.evaluate, "measure_latency", killed_after_one_render)
+    monkeypatch.setattr(CountingToyBackend, "rendered_in_this_process", 0)
+    argv = [*toy_args(generations=6), *MEASURED, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.json")]
+    assert _counting_run(monkeypatch, capsys, argv)[0] == 130  # interrupted (as Ctrl-C is)
+    rendered_before = CountingToyBackend.rendered_in_this_process
+    monkeypatch.setattr(optimizer.evaluate, "measure_latency", real)
+    code, resumed, _ = _counting_run(monkeypatch, capsys, [*argv, "--resume"])
+    assert code == 0
+    images = load_schedule(tmp_path / "out.json").provenance["search"]["images"]
+    assert images == rendered_before + resumed and images <= 260
 
 
 def test_a_budget_too_small_for_the_references_and_baselines_is_refused(tmp_path, capsys):

@@ -410,6 +410,46 @@ def test_unwritable_output_paths(capsys, tmp_path):
     assert "is a directory" in err
 
 
+def test_an_existing_out_file_in_a_folder_that_cannot_take_its_replacement_is_refused_before_work(capsys, tmp_path):
+    """The file is replaced atomically: the new one is written beside it first, so its folder must be writable."""
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / "out.json").write_text("{}")
+    if os.geteuid() == 0:  # root writes into any folder whatever its mode; not into an immutable one
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and chattr +i is not available here: {made.stderr.strip()}")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        err = _fails_before_work(capsys, tmp_path, "--out", str(folder / "out.json"))
+    finally:
+        subprocess.run(undo, check=True)
+    assert f"--out {folder / 'out.json'} cannot be replaced: {folder} is not writable" in err
+
+
+def test_resuming_with_a_budget_below_what_the_run_rendered_is_refused(toy_run, capsys, tmp_path):
+    import shutil
+    tmp, _, _ = toy_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(tmp / "run", run_dir)
+    assert main([*TOY, "--run-dir", str(run_dir), "--out", str(tmp_path / "out.json"), "--holdout", "3", "--resume",
+                 "--budget-images", "120"]) == 2
+    err = capsys.readouterr().err
+    assert "--budget-images 120 is less than the " in err and f"images the run in {run_dir} has rendered already" in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_quick_calibration_does_not_suggest_a_resume_it_cannot_do(toy_run, capsys, tmp_path):
+    from optimizer.calibrate import main as calibrate
+    tmp, _, _ = toy_run
+    assert calibrate(["--model", "toy", "--run-dir", str(tmp / "run"), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp / 'run'} already holds a run: choose another --run-dir" in err and "--resume" not in err
+
+
 def test_missing_image_reward_files(capsys, tmp_path):
     err = _fails_before_work(capsys, tmp_path, "--metric", "image_reward",
                              "--image-reward-weights", str(tmp_path / "nowhere" / "ImageReward.pt"))
