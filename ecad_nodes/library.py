@@ -289,6 +289,9 @@ def usable_files() -> dict[str, ScheduleFile]:
     except Exception:  # never let the folders take the heuristics down with them
         log.exception("ECAD: the schedule folders could not be searched; only the heuristics are listed")
         return out
+    with _cache_lock:  # files gone from the folders: their parsed schedules go too
+        for path in set(_cache) - {c.path for c in listed}:
+            del _cache[path]
     for c in listed:
         try:
             out[c.name] = _load_cached(c.path)

@@ -295,3 +295,12 @@ def test_a_file_that_could_not_be_read_is_listed_once_it_can_be(folders, monkeyp
         library.choose("mine.json", "fast")
     monkeypatch.setattr(schedule_io.os, "open", real_open)  # the user fixes the permissions; the stamp is the same
     assert library.list_sources() == ["mine.json", library.HEURISTICS_SOURCE]
+
+
+def test_a_deleted_file_leaves_the_cache_at_the_next_listing(folders):
+    pack, _ = folders
+    kept, gone = save_schedule(schedule(), pack / "kept.json"), save_schedule(schedule(), pack / "gone.json")
+    assert library.list_sources() == ["gone.json", "kept.json", library.HEURISTICS_SOURCE]
+    assert set(library._cache) == {kept, gone}
+    gone.unlink()
+    assert library.list_sources() == ["kept.json", library.HEURISTICS_SOURCE] and set(library._cache) == {kept}
