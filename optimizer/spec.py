@@ -299,14 +299,15 @@ class RunSpec:
         return {"comfyui": self.comfy_root, **self.metric_options} if self.metric == "image_reward" else {}
 
 
-def writable_file_problem(path: Path, what: str) -> Optional[str]:
-    """Why ``path`` cannot be written (``what`` names the option), or None."""
+def writable_file_problem(path: Path, what: str, replaced: bool = False) -> Optional[str]:
+    """Why ``path`` cannot be written (``what`` names the option), or None; ``replaced``: an existing file is replaced
+    atomically, by a new file written beside it first."""
     if path.is_dir():
         return f"{what} {path} is a directory; give a file name"
     if path.exists():
         if not os.access(path, os.W_OK):
             return f"{what} {path} exists and is not writable"
-        if not os.access(path.parent, os.W_OK | os.X_OK):  # replaced atomically: written beside it first
+        if replaced and not os.access(path.parent, os.W_OK | os.X_OK):
             return f"{what} {path} cannot be replaced: {path.parent} is not writable (the new file is written there first)"
         return None
     parent = path.parent
@@ -419,7 +420,8 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     out = Path(option("out")) if option("out") else (
         PACK_ROOT / "schedules" / f"{preset.name}.json" if models.listed_by_nodes else run_dir / f"{preset.name}.json")
     values.update(run_dir=run_dir, out=out)
-    for problem in (writable_file_problem(out, "--out"), writable_file_problem(run_dir / "run.sqlite", "--run-dir")):
+    for problem in (writable_file_problem(out, "--out", replaced=True),
+                    writable_file_problem(run_dir / "run.sqlite", "--run-dir")):
         if problem:
             problems.append(problem)
     from .run_dir import setup_problems
