@@ -20,7 +20,10 @@ class BudgetExhausted(RuntimeError):
 
     def __init__(self, used: int, wanted: int, limit: int):
         self.used, self.wanted, self.limit = used, wanted, limit
-        super().__init__(f"the image budget is spent: {used} of {limit} images rendered, {wanted} more needed")
+        # ``limit`` is what this part of the run may use (the search leaves the verification and measurements theirs),
+        # so a resumed run can have rendered more than it
+        super().__init__(f"the image budget is spent: {wanted} more images needed, {used} rendered of the {limit} this "
+                         "part of the run may use")
 
 
 class ImageLedger:
