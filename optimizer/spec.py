@@ -431,6 +431,10 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
     if option("warm_start"):
         from .warm_start import family_problem
         values["warm_start"] = Path(option("warm_start"))
+        if values["warm_start"].resolve() == out.resolve():
+            problems.append(f"--warm-start and --out are the same file, {out}: the run would write over the file it "
+                            "is seeded from (its digest is part of the run's settings, so the run could not be resumed); "
+                            "give another --out")
         warm_start_problem = family_problem(values["warm_start"], preset.family)
         if warm_start_problem:
             problems.append(str(warm_start_problem))

@@ -621,6 +621,15 @@ def test_warm_start_from_a_file_of_another_layout_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "error: cannot start:" in done.stderr and f"  - {garbage}: " in done.stderr
 
 
+def test_warm_start_from_the_file_the_run_would_write_is_refused(tmp_path):
+    source = _toy_file(tmp_path / "seed.json", blocks=4, steps=8)
+    before = source.read_bytes()
+    done = run_cli(*toy_args(), "--warm-start", str(source), "--out", str(source), "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--warm-start and --out are the same file, {source}" in done.stderr
+    assert source.read_bytes() == before and not (tmp_path / "run" / "run.sqlite").exists()
+
+
 def test_warm_start_maps_another_step_count_into_the_first_generation(tmp_path):
     source = _toy_file(tmp_path / "twelve-steps.json", blocks=4, steps=12)
     done = run_cli(*toy_args(generations=1), "--warm-start", str(source), "--run-dir", str(tmp_path / "run"),
