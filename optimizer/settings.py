@@ -70,7 +70,8 @@ class RunSettings:
                    if spec.racing and spec.race_images < images else None,
                    surrogate={"pool": spec.surrogate_pool, "evaluations": spec.surrogate_evaluations,
                               "min_tau": spec.surrogate_min_tau} if spec.surrogate else None,
-                   warm_start=identity(spec.warm_start) if spec.warm_start else None,
+                   warm_start=identity(spec.warm_start, spec.run_dir if spec.resume else None)
+                   if spec.warm_start else None,
                    calibration_seeds=spec.calibration_seeds, extra_seeds=extra_seeds)
 
     def to_json(self) -> dict[str, Any]:

@@ -436,6 +436,9 @@ def spec_from_args(args: argparse.Namespace, command: str = "") -> RunSpec:
                             "is seeded from (its digest is part of the run's settings, so the run could not be resumed); "
                             "give another --out")
         warm_start_problem = family_problem(values["warm_start"], preset.family)
+        if warm_start_problem and values["resume"] and not values["warm_start"].exists() and (
+                run_dir / "run.sqlite").is_file():
+            warm_start_problem = None  # a resumed run has its seeds, and the file's digest, in its run directory
         if warm_start_problem:
             problems.append(str(warm_start_problem))
     budget = option("budget_images")

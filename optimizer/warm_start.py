@@ -42,9 +42,35 @@ def family_problem(path: Path, family: str) -> Optional[InputFileError]:
     return None
 
 
-def identity(path: Path) -> dict:
-    """Part of the run's settings: the file's name and digest (another file would seed another search)."""
-    return {"name": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
+def identity(path: Path, run_dir: Optional[Path] = None) -> dict:
+    """Part of the run's settings: the file's name and digest (another file would seed another search). A file no
+    longer there is the one of that name ``run_dir``'s settings record: a resumed run takes its seeds from there."""
+    path = Path(path)
+    if not path.exists() and run_dir is not None:
+        recorded = _recorded_identity(run_dir / "run.sqlite")
+        if recorded is not None and recorded.get("name") == path.name:
+            return recorded
+    try:
+        return {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    except OSError as e:
+        raise InputFileError(path, f"--warm-start: cannot be read ({e.strerror or type(e).__name__})") from None
+
+
+def _recorded_identity(database: Path) -> Optional[dict]:
+    """The warm-start identity in a run database's settings (read only; None where there is none)."""
+    import json
+    import sqlite3
+    if not database.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            row = connection.execute("SELECT value FROM run WHERE key = 'settings'").fetchone()
+        finally:
+            connection.close()
+        return json.loads(row[0]).get("warm_start") if row else None
+    except (sqlite3.Error, ValueError, AttributeError):  # a damaged run directory is named when it is opened
+        return None
 
 
 def seeds(path: Path, codec: GenomeCodec) -> list[Seed]:

@@ -630,6 +630,25 @@ def test_warm_start_from_the_file_the_run_would_write_is_refused(tmp_path):
     assert source.read_bytes() == before and not (tmp_path / "run" / "run.sqlite").exists()
 
 
+def test_a_warm_started_run_resumes_without_its_seed_file_but_not_with_another_one(tmp_path):
+    """Its seeds and the file's digest are in the run directory; a file of that name with other contents would seed
+    another search."""
+    source = _toy_file(tmp_path / "seed.json", blocks=4, steps=8)
+    args = [*toy_args(generations=1), "--warm-start", str(source), "--run-dir", str(tmp_path / "run")]
+    first = run_cli(*args, "--out", str(tmp_path / "first.json"))
+    assert first.returncode == 0, first.stderr
+    source.rename(tmp_path / "moved.json")
+    longer = [*toy_args(generations=2), *args[len(toy_args()):]]
+    resumed = run_cli(*longer, "--out", str(tmp_path / "resumed.json"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after generation" in resumed.stdout
+    assert load_schedule(tmp_path / "resumed.json").provenance["search"]["warm_start"] == \
+        load_schedule(tmp_path / "first.json").provenance["search"]["warm_start"]
+    _toy_file(source, blocks=4, steps=12)  # another file under the same name
+    other = run_cli(*longer, "--out", str(tmp_path / "other.json"), "--resume")
+    assert other.returncode == 2 and "other settings" in other.stderr and "warm_start" in other.stderr
+
+
 def test_warm_start_maps_another_step_count_into_the_first_generation(tmp_path):
     source = _toy_file(tmp_path / "twelve-steps.json", blocks=4, steps=12)
     done = run_cli(*toy_args(generations=1), "--warm-start", str(source), "--run-dir", str(tmp_path / "run"),
