@@ -409,8 +409,9 @@ def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
     from .budget import BudgetExhausted
     from .calibration import items_hash, seed_range
     from .evaluate import make_evaluator, measure_latency
+    from .genome import genome_hash
     schedules = [*points, *baselines]
-    keys = [_mask_key(p.mask) for p in schedules]
+    keys = [genome_hash(p.mask.bits.reshape(-1)) for p in schedules]
     kept = (db.get_meta("measurements") if db is not None else None) or {}
     if kept.get("schedules") != keys:
         kept = {"schedules": keys}
@@ -436,25 +437,19 @@ def measure_stage(spec: RunSpec, backend, metric, items, points, baselines,
     if not spec.holdout_prompts:
         return {}
     held = spec.holdout_items()
-    if kept.get("holdout_items") != items_hash(held):
+    held_hash = items_hash(held)
+    if kept.get("holdout_items") != held_hash:
         checker = make_evaluator(backend, metric, held, "macs" if spec.cost == "latency" else spec.cost)
         try:
             checker.prepare()
-            keep(holdout_items=items_hash(held), holdout=[checker.evaluate(p.mask).quality for p in schedules])
+            keep(holdout_items=held_hash, holdout=[checker.evaluate(p.mask).quality for p in schedules])
         except BudgetExhausted as e:
             say(f"held-out quality not measured: {e}")
             return {}
     for p, quality in zip(schedules, kept["holdout"]):
         p.holdout_quality = quality
     return {"holdout": {"num_prompts": len(spec.holdout_prompts), "images_per_prompt": spec.images_per_prompt,
-                        "seeds": seed_range(held), "prompts_hash": items_hash(held)}}
-
-
-def _mask_key(mask) -> str:
-    import hashlib
-
-    import numpy as np
-    return hashlib.sha256(np.packbits(mask.bits.astype(bool)).tobytes() + repr(mask.bits.shape).encode()).hexdigest()[:20]
+                        "seeds": seed_range(held), "prompts_hash": held_hash}}
 
 
 def provenance_of(spec: RunSpec, settings, evaluator, items, generations_run: int, evaluations: int, images: int,

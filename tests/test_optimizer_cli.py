@@ -2,6 +2,7 @@
 clear errors before any long work."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -347,23 +348,31 @@ def test_a_garbled_checkpoint_is_refused_and_deleting_it_replays_the_same_search
     assert frontier_of(out) == uninterrupted[0]
 
 
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """``folder`` closed to new files while the block runs: mode 555, or immutable for root (who writes into any
+    folder whatever its mode)."""
+    if os.geteuid() == 0:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and chattr +i is not available here: {made.stderr.strip()}")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        yield
+    finally:
+        subprocess.run(undo, check=True)
+
+
 def test_a_read_only_run_directory_is_a_clean_error(killed, tmp_path):
     """Resuming writes the database's log and a new checkpoint beside the database; --out elsewhere does not help."""
     run_dir, out_dir = copy_killed(killed, tmp_path), tmp_path / "out"
     out_dir.mkdir()
-    if os.geteuid() == 0:  # root writes into any folder whatever its mode; not into an immutable one
-        made = subprocess.run(["chattr", "+i", str(run_dir)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"running as root and chattr +i is not available here: {made.stderr.strip()}")
-        undo = ["chattr", "-i", str(run_dir)]
-    else:
-        run_dir.chmod(0o555)
-        undo = ["chmod", "755", str(run_dir)]
-    try:
+    with unwritable(run_dir):
         assert not os.access(run_dir, os.W_OK)
         done = run_cli(*TOY, "--run-dir", str(run_dir), "--out", str(out_dir / "out.json"), "--resume")
-    finally:
-        subprocess.run(undo, check=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("error: cannot start:")
     assert f"--run-dir {run_dir} is not writable: resuming writes run.sqlite's log" in done.stderr
@@ -415,18 +424,8 @@ def test_an_existing_out_file_in_a_folder_that_cannot_take_its_replacement_is_re
     folder = tmp_path / "kept"
     folder.mkdir()
     (folder / "out.json").write_text("{}")
-    if os.geteuid() == 0:  # root writes into any folder whatever its mode; not into an immutable one
-        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"running as root and chattr +i is not available here: {made.stderr.strip()}")
-        undo = ["chattr", "-i", str(folder)]
-    else:
-        folder.chmod(0o555)
-        undo = ["chmod", "755", str(folder)]
-    try:
+    with unwritable(folder):
         err = _fails_before_work(capsys, tmp_path, "--out", str(folder / "out.json"))
-    finally:
-        subprocess.run(undo, check=True)
     assert f"--out {folder / 'out.json'} cannot be replaced: {folder} is not writable" in err
 
 
